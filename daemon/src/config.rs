@@ -1,0 +1,582 @@
+//! The TOML config file: typed structs with `deny_unknown_fields`, parsed and validated in one
+//! place. Every problem is reported with file, line and column; semantic problems (dangling
+//! references, duplicates, ranges) are all reported at once. Nothing starts before the file is
+//! valid.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// The demo config (a small citizens' office), embedded in the binary.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+/// Name under which the embedded demo config is reported in errors.
+pub const DEMO_CONFIG_NAME: &str = "<embedded demo.toml>";
+
+/// A text in German and English.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Text {
+    /// German.
+    pub de: String,
+    /// English.
+    pub en: String,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The site (one building or office).
+    pub site: SiteConfig,
+    /// Queue policy; defaults apply to every missing value.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The local control socket.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// The durable store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Departments with public traffic.
+    #[serde(rename = "department", default)]
+    pub departments: Vec<DepartmentConfig>,
+    /// Services offered.
+    #[serde(rename = "service", default)]
+    pub services: Vec<ServiceConfig>,
+    /// Desks.
+    #[serde(rename = "desk", default)]
+    pub desks: Vec<DeskConfig>,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Short id used in topics and logs (`a-z`, `0-9`, `-`, `_`).
+    pub id: Spanned<String>,
+    /// The town, e.g. "Stadt Musterstadt".
+    pub town: String,
+    /// The office or building, e.g. "Rathaus Mitte".
+    pub name: String,
+    /// IANA time zone of the service day.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: Spanned<String>,
+    /// Where the durable store lives.
+    pub data_dir: PathBuf,
+}
+
+fn default_time_zone() -> Spanned<String> {
+    Spanned::new(0..0, "Europe/Berlin".to_string())
+}
+
+/// What happens to a visitor who arrives after the appointment's late window.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LateArrival {
+    /// Issue a walk-in ticket for the booked service.
+    WalkIn,
+    /// Refuse the check-in; the kiosk tells the visitor to see the information desk.
+    Refuse,
+}
+
+/// `[policy]`: the queue policy. All durations in minutes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Check-in opens this long before the slot.
+    pub checkin_early_minutes: Spanned<i64>,
+    /// Check-in for the appointment closes this long after the slot starts.
+    pub checkin_late_minutes: Spanned<i64>,
+    /// What to do with a visitor later than that.
+    pub late_arrival: LateArrival,
+    /// An appointment becomes due (called ahead of walk-ins) this long before its slot.
+    pub appointment_due_before_minutes: Spanned<i64>,
+    /// A walk-in that waited this long is called before due appointments.
+    pub walk_in_max_wait_minutes: Spanned<i64>,
+    /// A ticket for a named desk is called by that desk only, for this long after it is due.
+    pub named_desk_grace_minutes: Spanned<i64>,
+    /// A no-show is called again after this delay ...
+    pub no_show_requeue_delay_minutes: Spanned<i64>,
+    /// ... until it was called this many times in all (1 = never re-queued).
+    pub max_calls: Spanned<i64>,
+    /// Personal data is erased this many days after the appointment's day (0 = at the end of
+    /// that day).
+    pub personal_data_retention_days: Spanned<i64>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let n = |v| Spanned::new(0..0, v);
+        Self {
+            checkin_early_minutes: n(60),
+            checkin_late_minutes: n(15),
+            late_arrival: LateArrival::WalkIn,
+            appointment_due_before_minutes: n(5),
+            walk_in_max_wait_minutes: n(45),
+            named_desk_grace_minutes: n(10),
+            no_show_requeue_delay_minutes: n(5),
+            max_calls: n(2),
+            personal_data_retention_days: n(0),
+        }
+    }
+}
+
+/// `[control]`: the local control socket used by `leitsystemd ctl`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket path; default `<data_dir>/control.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+/// `[store]`: settings of the durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache in MiB (small: the appliance has 512 MB of RAM).
+    pub cache_mib: Spanned<i64>,
+    /// How long to wait for a store still locked by a previous process, in seconds.
+    pub lock_wait_seconds: Spanned<i64>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_mib: Spanned::new(0..0, 8),
+            lock_wait_seconds: Spanned::new(0..0, 10),
+        }
+    }
+}
+
+/// `[[department]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentConfig {
+    /// Id.
+    pub id: Spanned<String>,
+    /// Name.
+    pub name: Text,
+    /// Where its visitors wait.
+    pub waiting_area: Text,
+}
+
+/// `[[service]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Id.
+    pub id: Spanned<String>,
+    /// Department offering it.
+    pub department: Spanned<String>,
+    /// Ticket prefix, 1 to 3 capital letters, unique.
+    pub prefix: Spanned<String>,
+    /// Name.
+    pub name: Text,
+    /// Expected duration of one visit, used until service times are measured.
+    pub expected_minutes: Spanned<i64>,
+    /// Documents to bring.
+    #[serde(default)]
+    pub documents: Vec<Text>,
+}
+
+/// `[[desk]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskConfig {
+    /// Id (usually the desk number).
+    pub id: Spanned<String>,
+    /// Label shown on the display, e.g. "Platz 3".
+    pub label: Text,
+    /// Department.
+    pub department: Spanned<String>,
+    /// Services served here.
+    pub services: Vec<Spanned<String>>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// Plain message.
+    pub message: String,
+}
+
+/// All problems found in a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// Problems, in file order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.line > 0 {
+                write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+            } else {
+                write!(f, "{}: {}", self.file, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![ConfigProblem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// The embedded demo config.
+    pub fn demo() -> Result<Config, ConfigError> {
+        Self::parse(DEMO_CONFIG, DEMO_CONFIG_NAME)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let locate = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigProblem {
+                line,
+                column,
+                message,
+            }
+        };
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            problems: vec![locate(e.span(), e.message().trim().to_string())],
+        })?;
+        let mut problems: Vec<ConfigProblem> = validate(&config)
+            .into_iter()
+            .map(|(span, message)| {
+                locate(if span == (0..0) { None } else { Some(span) }, message)
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError {
+                file: file.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Path of the control socket.
+    pub fn control_socket(&self, data_dir: &Path) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| data_dir.join("control.sock"))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+type Problem = (Range<usize>, String);
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn check_id(kind: &str, id: &Spanned<String>, seen: &mut HashSet<String>, out: &mut Vec<Problem>) {
+    if !is_valid_id(id.get_ref()) {
+        out.push((
+            id.span(),
+            format!(
+                "{kind} id '{}' must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                id.get_ref()
+            ),
+        ));
+    } else if !seen.insert(id.get_ref().clone()) {
+        out.push((id.span(), format!("duplicate {kind} id '{}'", id.get_ref())));
+    }
+}
+
+fn check_range(name: &str, value: &Spanned<i64>, min: i64, max: i64, out: &mut Vec<Problem>) {
+    let v = *value.get_ref();
+    if v < min || v > max {
+        out.push((
+            value.span(),
+            format!("{name} = {v} is out of range {min}..={max}"),
+        ));
+    }
+}
+
+fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let site = &config.site;
+    if !is_valid_id(site.id.get_ref()) {
+        out.push((
+            site.id.span(),
+            format!(
+                "site id '{}' must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                site.id.get_ref()
+            ),
+        ));
+    }
+    if jiff::tz::TimeZone::get(site.time_zone.get_ref()).is_err() {
+        out.push((
+            site.time_zone.span(),
+            format!("unknown time zone '{}'", site.time_zone.get_ref()),
+        ));
+    }
+    if site.data_dir.as_os_str().is_empty() {
+        out.push((0..0, "site.data_dir must not be empty".to_string()));
+    }
+
+    let p = &config.policy;
+    check_range("checkin_early_minutes", &p.checkin_early_minutes, 0, 24 * 60, &mut out);
+    check_range("checkin_late_minutes", &p.checkin_late_minutes, 0, 24 * 60, &mut out);
+    check_range(
+        "appointment_due_before_minutes",
+        &p.appointment_due_before_minutes,
+        0,
+        24 * 60,
+        &mut out,
+    );
+    check_range("walk_in_max_wait_minutes", &p.walk_in_max_wait_minutes, 1, 24 * 60, &mut out);
+    check_range("named_desk_grace_minutes", &p.named_desk_grace_minutes, 0, 24 * 60, &mut out);
+    check_range(
+        "no_show_requeue_delay_minutes",
+        &p.no_show_requeue_delay_minutes,
+        0,
+        24 * 60,
+        &mut out,
+    );
+    check_range("max_calls", &p.max_calls, 1, 10, &mut out);
+    check_range(
+        "personal_data_retention_days",
+        &p.personal_data_retention_days,
+        0,
+        365,
+        &mut out,
+    );
+    check_range("cache_mib", &config.store.cache_mib, 1, 1024, &mut out);
+    check_range("lock_wait_seconds", &config.store.lock_wait_seconds, 0, 600, &mut out);
+
+    if config.departments.is_empty() {
+        out.push((0..0, "at least one [[department]] is needed".to_string()));
+    }
+    if config.services.is_empty() {
+        out.push((0..0, "at least one [[service]] is needed".to_string()));
+    }
+    if config.desks.is_empty() {
+        out.push((0..0, "at least one [[desk]] is needed".to_string()));
+    }
+
+    let mut department_ids = HashSet::new();
+    for d in &config.departments {
+        check_id("department", &d.id, &mut department_ids, &mut out);
+    }
+
+    let mut service_ids = HashSet::new();
+    let mut service_department: HashMap<&str, &str> = HashMap::new();
+    let mut prefixes: HashMap<String, String> = HashMap::new();
+    for s in &config.services {
+        check_id("service", &s.id, &mut service_ids, &mut out);
+        service_department.insert(s.id.get_ref(), s.department.get_ref());
+        if !department_ids.contains(s.department.get_ref()) {
+            out.push((
+                s.department.span(),
+                format!(
+                    "service '{}' names department '{}', which does not exist",
+                    s.id.get_ref(),
+                    s.department.get_ref()
+                ),
+            ));
+        }
+        let prefix = s.prefix.get_ref();
+        if prefix.is_empty() || prefix.len() > 3 || !prefix.chars().all(|c| c.is_ascii_uppercase())
+        {
+            out.push((
+                s.prefix.span(),
+                format!("prefix '{prefix}' must be 1 to 3 capital letters A-Z"),
+            ));
+        } else if let Some(other) = prefixes.insert(prefix.clone(), s.id.get_ref().clone()) {
+            out.push((
+                s.prefix.span(),
+                format!(
+                    "duplicate prefix '{prefix}': services '{other}' and '{}' would issue the same numbers",
+                    s.id.get_ref()
+                ),
+            ));
+        }
+        check_range("expected_minutes", &s.expected_minutes, 1, 480, &mut out);
+    }
+
+    let mut desk_ids = HashSet::new();
+    let mut served: HashSet<&str> = HashSet::new();
+    for d in &config.desks {
+        check_id("desk", &d.id, &mut desk_ids, &mut out);
+        if !department_ids.contains(d.department.get_ref()) {
+            out.push((
+                d.department.span(),
+                format!(
+                    "desk '{}' names department '{}', which does not exist",
+                    d.id.get_ref(),
+                    d.department.get_ref()
+                ),
+            ));
+        }
+        if d.services.is_empty() {
+            out.push((
+                d.id.span(),
+                format!("desk '{}' serves no service", d.id.get_ref()),
+            ));
+        }
+        for s in &d.services {
+            match service_department.get(s.get_ref().as_str()) {
+                None => out.push((
+                    s.span(),
+                    format!(
+                        "desk '{}' serves service '{}', which does not exist",
+                        d.id.get_ref(),
+                        s.get_ref()
+                    ),
+                )),
+                Some(dept) if *dept != d.department.get_ref() => out.push((
+                    s.span(),
+                    format!(
+                        "desk '{}' of department '{}' serves service '{}' of department '{}'",
+                        d.id.get_ref(),
+                        d.department.get_ref(),
+                        s.get_ref(),
+                        dept
+                    ),
+                )),
+                Some(_) => {
+                    served.insert(s.get_ref());
+                }
+            }
+        }
+    }
+    for s in &config.services {
+        if !served.contains(s.id.get_ref().as_str()) && service_ids.contains(s.id.get_ref()) {
+            out.push((
+                s.id.span(),
+                format!(
+                    "no desk serves service '{}': its tickets could never be called",
+                    s.id.get_ref()
+                ),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        if let Err(e) = Config::demo() {
+            panic!("demo config invalid:\n{e}");
+        }
+    }
+
+    #[test]
+    fn broken_toml_names_file_and_line() {
+        let p = problems("[site]\nid = \"x\"\ntown = \n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("test.toml:3:"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let text = DEMO_CONFIG.replacen("[site]\n", "[site]\ncolour = \"blue\"\n", 1);
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown field `colour`"), "{p:?}");
+        let line = DEMO_CONFIG
+            .lines()
+            .position(|l| l == "[site]")
+            .map(|i| i + 2)
+            .unwrap_or(0);
+        assert!(p[0].starts_with(&format!("test.toml:{line}:")), "{p:?}");
+    }
+
+    #[test]
+    fn dangling_references_and_duplicates_are_all_reported_at_once() {
+        let text = r#"
+[site]
+id = "x"
+town = "T"
+name = "N"
+data_dir = "/tmp/x"
+
+[[department]]
+id = "d"
+name = { de = "D", en = "D" }
+waiting_area = { de = "W", en = "W" }
+
+[[service]]
+id = "a"
+department = "d"
+prefix = "A"
+name = { de = "A", en = "A" }
+expected_minutes = 5
+
+[[service]]
+id = "b"
+department = "nowhere"
+prefix = "A"
+name = { de = "B", en = "B" }
+expected_minutes = 0
+
+[[desk]]
+id = "1"
+label = { de = "1", en = "1" }
+department = "d"
+services = ["a", "ghost"]
+"#;
+        let p = problems(text);
+        let joined = p.join("\n");
+        assert!(joined.contains("test.toml:22:14: service 'b' names department 'nowhere'"), "{joined}");
+        assert!(joined.contains("test.toml:23:10: duplicate prefix 'A'"), "{joined}");
+        assert!(joined.contains("expected_minutes = 0 is out of range"), "{joined}");
+        assert!(joined.contains("test.toml:31:17: desk '1' serves service 'ghost', which does not exist"), "{joined}");
+        assert!(joined.contains("no desk serves service 'b'"), "{joined}");
+        assert_eq!(p.len(), 5, "{joined}");
+    }
+}

@@ -1,0 +1,323 @@
+//! The local control socket: newline-delimited JSON over a Unix socket, used by
+//! `leitsystemd ctl` (and the system tests) to drive the engine by hand. Commands sent here go
+//! through the same engine handle as every other input.
+//!
+//! Request, one per line (at most [`MAX_LINE`] bytes):
+//! - `{"op":"execute","request_id":"r-1","command":{"type":"walk_in","service":"ausweis"}}`
+//! - `{"op":"state"}` (today's tickets, desks, waiting counts, estimated waits)
+//! - `{"op":"verify"}` (replays the log and compares it with the views and the live state)
+//!
+//! Response, one line: `{"ok":true,...}` or `{"ok":false,"error":{"code":..,"message":..}}`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::daemon::{EngineHandle, ExecuteError};
+use crate::domain::{Command, CommandRequest, DeskState, Outcome, Ticket};
+
+/// Longest accepted request line in bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Most control connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Execute a command.
+    Execute {
+        /// Idempotency key.
+        #[serde(default)]
+        request_id: Option<String>,
+        /// The command.
+        command: Command,
+    },
+    /// Today's state.
+    State,
+    /// Check the store's consistency.
+    Verify,
+}
+
+/// The error part of a response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlError {
+    /// Machine-readable code (`desk_not_open`, `bad_request`, `storage`, ...).
+    pub code: String,
+    /// Plain message.
+    pub message: String,
+    /// Structured details of a refused command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Today's state as the control socket shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StateView {
+    /// Service day.
+    pub day: Option<String>,
+    /// Last event sequence number.
+    pub last_seq: u64,
+    /// Today's tickets.
+    pub tickets: Vec<Ticket>,
+    /// Desks.
+    pub desks: Vec<DeskState>,
+    /// Waiting tickets per service.
+    pub waiting: BTreeMap<String, u32>,
+    /// Estimated wait per service in minutes.
+    pub estimated_wait_minutes: BTreeMap<String, u32>,
+}
+
+/// A response on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Success?
+    pub ok: bool,
+    /// Result of an executed command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The request id was seen before: `outcome` is the first answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// State view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateView>,
+    /// Problems found by `verify` (empty when consistent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ControlError>,
+}
+
+impl ControlResponse {
+    fn error(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            outcome: None,
+            duplicate: false,
+            state: None,
+            problems: None,
+            error: Some(ControlError {
+                code: code.to_string(),
+                message: message.into(),
+                details: None,
+            }),
+        }
+    }
+
+    fn success() -> Self {
+        Self {
+            ok: true,
+            outcome: None,
+            duplicate: false,
+            state: None,
+            problems: None,
+            error: None,
+        }
+    }
+}
+
+/// Errors of the control server.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlServerError {
+    /// Another daemon answers on the socket.
+    #[error("another leitsystemd already listens on {0}")]
+    InUse(PathBuf),
+    /// Binding failed.
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the control socket, replacing a stale socket file left by a crash.
+pub async fn bind(path: &Path) -> Result<UnixListener, ControlServerError> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlServerError::InUse(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ControlServerError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot restrict the control socket");
+    }
+    Ok(listener)
+}
+
+/// Serves the control socket until `shutdown` fires.
+pub async fn serve(
+    listener: UnixListener,
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!("too many control connections; refusing one");
+            continue;
+        };
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = serve_connection(stream, engine, shutdown).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            read = limited.read_until(b'\n', &mut line) => read?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let response = if line.len() > MAX_LINE {
+            let response = ControlResponse::error(
+                "bad_request",
+                format!("request longer than {MAX_LINE} bytes"),
+            );
+            write_response(&mut write, &response).await?;
+            return Ok(());
+        } else {
+            handle_line(&line, &engine).await
+        };
+        write_response(&mut write, &response).await?;
+    }
+}
+
+async fn write_response(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &ControlResponse,
+) -> std::io::Result<()> {
+    let mut body = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    body.push(b'\n');
+    write.write_all(&body).await
+}
+
+async fn handle_line(line: &[u8], engine: &EngineHandle) -> ControlResponse {
+    let request: ControlRequest = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => return ControlResponse::error("bad_request", format!("invalid request: {e}")),
+    };
+    match request {
+        ControlRequest::Execute {
+            request_id,
+            command,
+        } => {
+            let request = CommandRequest {
+                request_id,
+                source: "ctl".to_string(),
+                command,
+            };
+            match engine.execute(request).await {
+                Ok(executed) => ControlResponse {
+                    outcome: Some(executed.outcome),
+                    duplicate: executed.duplicate,
+                    ..ControlResponse::success()
+                },
+                Err(ExecuteError::Rejected(e)) => {
+                    let mut response = ControlResponse::error(e.code(), e.to_string());
+                    if let Some(err) = response.error.as_mut() {
+                        err.details = serde_json::to_value(&e).ok();
+                    }
+                    response
+                }
+                Err(e) => ControlResponse::error(e.code(), e.to_string()),
+            }
+        }
+        ControlRequest::State => match engine.state_view().await {
+            Ok(state) => ControlResponse {
+                state: Some(state),
+                ..ControlResponse::success()
+            },
+            Err(e) => ControlResponse::error(e.code(), e.to_string()),
+        },
+        ControlRequest::Verify => match engine.verify().await {
+            Ok(problems) => ControlResponse {
+                ok: problems.is_empty(),
+                problems: Some(problems),
+                ..ControlResponse::success()
+            },
+            Err(e) => ControlResponse::error(e.code(), e.to_string()),
+        },
+    }
+}
+
+/// A blocking client for the control socket (used by `leitsystemd ctl` and the tests).
+#[derive(Debug)]
+pub struct ControlClient {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl ControlClient {
+    /// Connects to the socket.
+    pub fn connect(path: &Path) -> std::io::Result<Self> {
+        let stream = std::os::unix::net::UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        Ok(Self {
+            reader: std::io::BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn request(&mut self, request: &ControlRequest) -> std::io::Result<ControlResponse> {
+        use std::io::{BufRead, Write};
+        let mut body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        body.push(b'\n');
+        self.reader.get_mut().write_all(&body)?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection",
+            ));
+        }
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }
+}

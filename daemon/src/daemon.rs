@@ -1,0 +1,370 @@
+//! Wiring of the running daemon: the engine thread, its handle, the scheduler and the control
+//! socket, under one shutdown token.
+//!
+//! The engine runs on its own OS thread and owns the store: it takes the commands queued for
+//! it (up to [`GROUP_COMMIT_MAX`] at a time), executes them in order, writes everything they
+//! changed in one atomic, fsynced commit and only then answers each caller. One fsync thus
+//! covers a burst of commands (group commit), and no answer goes out before its write is
+//! durable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::Catalog;
+use crate::clock::{Clock, MINUTE, SystemClock};
+use crate::config::Config;
+use crate::control::{self, StateView};
+use crate::domain::{Command, CommandError, CommandRequest};
+use crate::engine::{Engine, Executed};
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Most commands written by one commit.
+pub const GROUP_COMMIT_MAX: usize = 256;
+/// Capacity of the engine's command queue.
+pub const QUEUE_CAPACITY: usize = 1024;
+/// How long shutdown waits for tasks to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a command got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The engine refused it; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] CommandError),
+    /// It could not be stored durably; it did not happen.
+    #[error("the command could not be stored: {0}")]
+    Storage(String),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl ExecuteError {
+    /// Machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecuteError::Rejected(e) => e.code(),
+            ExecuteError::Storage(_) => "storage",
+            ExecuteError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+enum EngineMessage {
+    Execute {
+        request: CommandRequest,
+        reply: oneshot::Sender<Result<Executed, ExecuteError>>,
+    },
+    State {
+        reply: oneshot::Sender<StateView>,
+    },
+    Verify {
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
+}
+
+/// The one way into the engine, shared by every input.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<EngineMessage>,
+}
+
+impl EngineHandle {
+    /// Executes a command; answers once its effects are durable.
+    pub async fn execute(&self, request: CommandRequest) -> Result<Executed, ExecuteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(EngineMessage::Execute { request, reply })
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?;
+        answer.await.map_err(|_| ExecuteError::ShuttingDown)?
+    }
+
+    /// Today's state (only durable changes).
+    pub async fn state_view(&self) -> Result<StateView, ExecuteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(EngineMessage::State { reply })
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?;
+        answer.await.map_err(|_| ExecuteError::ShuttingDown)
+    }
+
+    /// Replays the log and compares it with the views and the live state.
+    pub async fn verify(&self) -> Result<Vec<String>, ExecuteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(EngineMessage::Verify { reply })
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?;
+        answer
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?
+            .map_err(ExecuteError::Storage)
+    }
+}
+
+/// Opens the store and builds the engine from what it holds.
+pub fn open_engine(
+    catalog: Arc<Catalog>,
+    data_dir: &Path,
+    options: &StoreOptions,
+) -> Result<(Engine, Store), StoreError> {
+    let store = Store::open(data_dir, options)?;
+    let loaded = store.load()?;
+    Ok((Engine::from_loaded(catalog, loaded), store))
+}
+
+/// Store options from the config.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        cache_bytes: u64::try_from(*config.store.cache_mib.get_ref()).unwrap_or(8) * 1024 * 1024,
+        lock_wait: Duration::from_secs(
+            u64::try_from(*config.store.lock_wait_seconds.get_ref()).unwrap_or(10),
+        ),
+    }
+}
+
+/// Starts the engine thread; returns its handle and the thread (which ends when every handle
+/// is dropped, after answering what was queued).
+pub fn spawn_engine(
+    engine: Engine,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    fatal: CancellationToken,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("engine".to_string())
+        .spawn(move || engine_loop(engine, store, clock, rx, fatal))?;
+    Ok((EngineHandle { tx }, thread))
+}
+
+fn engine_loop(
+    mut engine: Engine,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::Receiver<EngineMessage>,
+    fatal: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let mut answers = Vec::new();
+        let mut queries = Vec::new();
+        for message in batch.drain(..) {
+            match message {
+                EngineMessage::Execute { request, reply } => {
+                    let result = engine.execute(&request, clock.now());
+                    match &result {
+                        Ok(executed) => tracing::info!(
+                            command = request.command.name(),
+                            source = %request.source,
+                            request_id = request.request_id.as_deref().unwrap_or(""),
+                            duplicate = executed.duplicate,
+                            "command accepted"
+                        ),
+                        Err(e) => tracing::info!(
+                            command = request.command.name(),
+                            source = %request.source,
+                            code = e.code(),
+                            reason = %e,
+                            "command refused"
+                        ),
+                    }
+                    answers.push((reply, result.map_err(ExecuteError::from)));
+                }
+                other => queries.push(other),
+            }
+        }
+        let pending = engine.take_pending();
+        if !pending.is_empty() {
+            if let Err(e) = store.commit(&pending) {
+                tracing::error!(error = %e, "commit failed; reloading the last durable state");
+                let message = e.to_string();
+                for (reply, result) in answers.drain(..) {
+                    let _ = reply.send(result.and(Err(ExecuteError::Storage(message.clone()))));
+                }
+                match store.load() {
+                    Ok(loaded) => {
+                        engine = Engine::from_loaded(engine.catalog().clone(), loaded);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reload the store; stopping");
+                        fatal.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+        for (reply, result) in answers.drain(..) {
+            let _ = reply.send(result);
+        }
+        for query in queries {
+            match query {
+                EngineMessage::State { reply } => {
+                    let _ = reply.send(state_view(&engine));
+                }
+                EngineMessage::Verify { reply } => {
+                    let _ = reply.send(verify(&engine, &store));
+                }
+                EngineMessage::Execute { .. } => {}
+            }
+        }
+    }
+    tracing::info!("engine stopped");
+}
+
+fn state_view(engine: &Engine) -> StateView {
+    let state = engine.state();
+    let waiting = state.waiting_counts();
+    StateView {
+        day: state.day.map(|d| d.to_string()),
+        last_seq: state.last_seq,
+        tickets: state.tickets.values().cloned().collect(),
+        desks: state.desks.values().cloned().collect(),
+        waiting: engine
+            .catalog()
+            .services
+            .keys()
+            .map(|s| (s.to_string(), waiting.get(s).copied().unwrap_or(0)))
+            .collect(),
+        estimated_wait_minutes: engine
+            .catalog()
+            .services
+            .keys()
+            .map(|s| {
+                let ms = engine.estimated_wait(s);
+                (
+                    s.to_string(),
+                    u32::try_from((ms + MINUTE - 1) / MINUTE).unwrap_or(u32::MAX),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Compares the store's log, its views and the live state. `Err` when the store cannot be read.
+pub fn verify(engine: &Engine, store: &Store) -> Result<Vec<String>, String> {
+    let loaded = store.load().map_err(|e| e.to_string())?;
+    let mut log = Vec::new();
+    for record in store.events(1) {
+        log.push(record.map_err(|e| e.to_string())?);
+    }
+    Ok(crate::engine::verify_consistency(
+        engine.catalog(),
+        loaded,
+        log,
+        Some(engine.state()),
+    ))
+}
+
+/// Sends a `tick` at every local midnight (and at least every minute), so a service day closes
+/// even when nobody uses the system.
+async fn scheduler(engine: EngineHandle, catalog: Arc<Catalog>, shutdown: CancellationToken) {
+    let clock = SystemClock;
+    loop {
+        let now = clock.now();
+        let today = catalog.calendar.day_of(now);
+        let until_midnight = catalog.calendar.start_of_next_day(today) - now;
+        let wait = Duration::from_millis(u64::try_from(until_midnight.clamp(1, MINUTE)).unwrap_or(1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let request = CommandRequest {
+            request_id: None,
+            source: "scheduler".to_string(),
+            command: Command::Tick,
+        };
+        if let Err(e) = engine.execute(request).await {
+            tracing::warn!(error = %e, "scheduler tick failed");
+        }
+    }
+}
+
+/// Where the daemon keeps its data, with `--data-dir` taking precedence over the config.
+pub fn data_dir(config: &Config, override_dir: Option<&Path>) -> PathBuf {
+    override_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| config.site.data_dir.clone())
+}
+
+/// Runs the daemon until `shutdown` fires (SIGTERM/SIGINT in `main`) or a fatal error.
+pub async fn run(
+    config: Config,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let catalog = Arc::new(Catalog::from_config(&config).context("building the catalog")?);
+    let options = store_options(&config);
+    let socket_path = config.control_socket(&data_dir);
+    let open_catalog = catalog.clone();
+    let open_dir = data_dir.clone();
+    let (engine, store) =
+        tokio::task::spawn_blocking(move || open_engine(open_catalog, &open_dir, &options))
+            .await
+            .context("store task")?
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        day = ?engine.state().day,
+        events = engine.state().last_seq,
+        tickets_today = engine.state().tickets.len(),
+        "store opened"
+    );
+
+    let fatal = CancellationToken::new();
+    let (handle, engine_thread) =
+        spawn_engine(engine, store, Arc::new(SystemClock), fatal.clone())
+            .context("starting the engine thread")?;
+
+    let listener = control::bind(&socket_path)
+        .await
+        .context("opening the control socket")?;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    tracker.spawn(control::serve(
+        listener,
+        handle.clone(),
+        stop.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(scheduler(handle.clone(), catalog.clone(), stop.clone()));
+    tracker.close();
+    tracing::info!(socket = %socket_path.display(), site = %catalog.site_id, "ready");
+
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = fatal.cancelled() => true,
+    };
+    tracing::info!("shutting down");
+    stop.cancel();
+    drop(handle);
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(tasks = tracker.len(), "tasks still running after the grace period");
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    // The engine thread ends once the last handle is gone, after answering what was queued.
+    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::error!("the engine thread ended abnormally");
+    }
+    if failed {
+        anyhow::bail!("stopped after a fatal store error");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

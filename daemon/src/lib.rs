@@ -1,0 +1,13 @@
+//! Leitsystem: visitor check-in and call system for town halls.
+//!
+//! The library behind the `leitsystemd` binary. Start with `ARCHITECTURE.md` at the repository
+//! root; the code map there names the modules below.
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod store;
+pub mod control;
+pub mod daemon;

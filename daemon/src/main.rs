@@ -1,0 +1,473 @@
+//! `leitsystemd`: the Leitsystem daemon and its command-line tools.
+//!
+//! A thin binary: it parses flags, loads and validates the config (exit code 78 for a bad
+//! config, before anything starts), and hands over to the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leitsystem::config::{Config, ConfigError};
+use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
+use leitsystem::daemon;
+use leitsystem::domain::{
+    BookingId, BookingInput, Command, DeskId, ForwardTarget, ServiceId, TicketNumber,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid config (sysexits' EX_CONFIG); systemd does not restart on it.
+const EXIT_CONFIG: u8 = 78;
+/// Exit code for a refused or failed operation.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "leitsystemd", version, about = "Leitsystem: visitor check-in and call system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides `site.data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the daemon on the embedded demo config (three services, four desks).
+    Demo {
+        /// Data directory (default: ~/.local/state/leitsystem-demo).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0 when valid, 78 with file:line:column messages when not.
+    CheckConfig {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Check a stopped daemon's store: replay the log and compare it with the views.
+    Verify {
+        /// Config file (default: the demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Drive a running daemon by hand over its control socket.
+    Ctl {
+        /// Control socket (default: from --config, else the demo's).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Config file, to find the socket.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory, to find the socket.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Idempotency key: sending the same key again has no second effect.
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Pull a walk-in ticket.
+    WalkIn {
+        /// Service id.
+        service: String,
+        /// Priority 1 (normal) to 3.
+        #[arg(long, default_value_t = 1)]
+        priority: u8,
+    },
+    /// Check a booking in.
+    CheckIn {
+        /// Booking id.
+        booking: String,
+    },
+    /// Finish the desk's visitor and call the next.
+    Next {
+        /// Desk id.
+        desk: String,
+    },
+    /// Call a specific ticket.
+    Call {
+        /// Desk id.
+        desk: String,
+        /// Ticket number, e.g. A-003.
+        ticket: String,
+    },
+    /// Call the desk's ticket again.
+    Recall {
+        /// Desk id.
+        desk: String,
+    },
+    /// The called visitor arrived.
+    Start {
+        /// Desk id.
+        desk: String,
+    },
+    /// The desk's visitor is done.
+    Finish {
+        /// Desk id.
+        desk: String,
+    },
+    /// The called visitor did not come.
+    NoShow {
+        /// Desk id.
+        desk: String,
+    },
+    /// Forward the desk's visitor.
+    Forward {
+        /// Desk id.
+        desk: String,
+        /// To this service.
+        #[arg(long, conflicts_with = "to_desk", required_unless_present = "to_desk")]
+        service: Option<String>,
+        /// To this desk.
+        #[arg(long = "to-desk")]
+        to_desk: Option<String>,
+    },
+    /// Set the desk's visitor aside.
+    Park {
+        /// Desk id.
+        desk: String,
+    },
+    /// Put a parked ticket back in line.
+    Resume {
+        /// Ticket number.
+        ticket: String,
+    },
+    /// Change a ticket's priority.
+    Priority {
+        /// Ticket number.
+        ticket: String,
+        /// 1 to 3.
+        priority: u8,
+    },
+    /// Open a desk.
+    Open {
+        /// Desk id.
+        desk: String,
+    },
+    /// Pause a desk.
+    Pause {
+        /// Desk id.
+        desk: String,
+    },
+    /// Close a desk.
+    Close {
+        /// Desk id.
+        desk: String,
+    },
+    /// Create or update a booking from JSON
+    /// (`{"id":..,"version":..,"service":..,"slot_start":<unix ms>,"duration_minutes":..}`).
+    Booking {
+        /// The booking as JSON.
+        json: String,
+    },
+    /// Cancel a booking.
+    CancelBooking {
+        /// Booking id.
+        booking: String,
+        /// Version of the cancellation.
+        version: u64,
+    },
+    /// Show today's tickets, desks and waits.
+    State,
+    /// Check the store's consistency.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}: OK ({} departments, {} services, {} desks)",
+                    file.display(),
+                    config.departments.len(),
+                    config.services.len(),
+                    config.desks.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Cmd::Run { config, data_dir } => match Config::load(&config) {
+            Ok(cfg) => {
+                let dir = daemon::data_dir(&cfg, data_dir.as_deref());
+                run_daemon(cfg, dir)
+            }
+            Err(e) => config_failure(&e),
+        },
+        Cmd::Demo { data_dir } => match Config::demo() {
+            Ok(cfg) => {
+                let dir = data_dir.unwrap_or_else(demo_data_dir);
+                tracing::info!(
+                    data_dir = %dir.display(),
+                    "demo: try `leitsystemd ctl walk-in ausweis`, `leitsystemd ctl open 1`, \
+                     `leitsystemd ctl next 1`, `leitsystemd ctl state`"
+                );
+                run_daemon(cfg, dir)
+            }
+            Err(e) => config_failure(&e),
+        },
+        Cmd::Verify { config, data_dir } => {
+            let cfg = match load_config_or_demo(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => return config_failure(&e),
+            };
+            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+            verify_offline(cfg, &dir)
+        }
+        Cmd::Ctl {
+            socket,
+            config,
+            data_dir,
+            request_id,
+            action,
+        } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => match load_config_or_demo(config.as_deref()) {
+                    Ok(cfg) => {
+                        let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+                        cfg.control_socket(&dir)
+                    }
+                    Err(e) => return config_failure(&e),
+                },
+            };
+            ctl(&socket, request_id, action)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "{e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn load_config_or_demo(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::demo(),
+    }
+}
+
+fn default_dir(config: &Config, from_file: bool) -> PathBuf {
+    if from_file {
+        config.site.data_dir.clone()
+    } else {
+        demo_data_dir()
+    }
+}
+
+fn demo_data_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("leitsystem-demo");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/leitsystem-demo"),
+        None => std::env::temp_dir().join("leitsystem-demo"),
+    }
+}
+
+fn run_daemon(config: Config, data_dir: PathBuf) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        daemon::run(config, data_dir, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn verify_offline(config: Config, dir: &Path) -> ExitCode {
+    let catalog = match leitsystem::catalog::Catalog::from_config(&config) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = daemon::store_options(&config);
+    let (engine, store) = match daemon::open_engine(catalog, dir, &options) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match daemon::verify(&engine, &store) {
+        Ok(problems) if problems.is_empty() => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: consistent ({} events)",
+                dir.display(),
+                engine.state().last_seq
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in problems {
+                let _ = writeln!(std::io::stdout(), "problem: {p}");
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode {
+    let desk = |d: String| DeskId::new(d);
+    let ticket = |t: String| TicketNumber::new(t);
+    let command = match action {
+        CtlAction::State => return ctl_send(socket, &ControlRequest::State),
+        CtlAction::Verify => return ctl_send(socket, &ControlRequest::Verify),
+        CtlAction::WalkIn { service, priority } => Command::WalkIn {
+            service: ServiceId::new(service),
+            priority,
+        },
+        CtlAction::CheckIn { booking } => Command::CheckIn {
+            booking: BookingId::new(booking),
+        },
+        CtlAction::Next { desk: d } => Command::CallNext { desk: desk(d) },
+        CtlAction::Call { desk: d, ticket: t } => Command::CallTicket {
+            desk: desk(d),
+            ticket: ticket(t),
+        },
+        CtlAction::Recall { desk: d } => Command::Recall { desk: desk(d) },
+        CtlAction::Start { desk: d } => Command::StartService { desk: desk(d) },
+        CtlAction::Finish { desk: d } => Command::Finish { desk: desk(d) },
+        CtlAction::NoShow { desk: d } => Command::NoShow { desk: desk(d) },
+        CtlAction::Forward {
+            desk: d,
+            service,
+            to_desk,
+        } => Command::Forward {
+            desk: desk(d),
+            target: match (service, to_desk) {
+                (Some(s), _) => ForwardTarget::Service(ServiceId::new(s)),
+                (None, Some(t)) => ForwardTarget::Desk(DeskId::new(t)),
+                (None, None) => {
+                    let _ = writeln!(std::io::stderr(), "forward needs --service or --to-desk");
+                    return ExitCode::from(2);
+                }
+            },
+        },
+        CtlAction::Park { desk: d } => Command::Park { desk: desk(d) },
+        CtlAction::Resume { ticket: t } => Command::Resume { ticket: ticket(t) },
+        CtlAction::Priority {
+            ticket: t,
+            priority,
+        } => Command::SetPriority {
+            ticket: ticket(t),
+            priority,
+        },
+        CtlAction::Open { desk: d } => Command::OpenDesk { desk: desk(d) },
+        CtlAction::Pause { desk: d } => Command::PauseDesk { desk: desk(d) },
+        CtlAction::Close { desk: d } => Command::CloseDesk { desk: desk(d) },
+        CtlAction::Booking { json } => match serde_json::from_str::<BookingInput>(&json) {
+            Ok(booking) => Command::UpsertBooking { booking },
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "invalid booking JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        CtlAction::CancelBooking { booking, version } => Command::CancelBooking {
+            booking: BookingId::new(booking),
+            version,
+        },
+    };
+    ctl_send(
+        socket,
+        &ControlRequest::Execute {
+            request_id,
+            command,
+        },
+    )
+}
+
+fn ctl_send(socket: &Path, request: &ControlRequest) -> ExitCode {
+    let response: std::io::Result<ControlResponse> =
+        ControlClient::connect(socket).and_then(|mut client| client.request(request));
+    match response {
+        Ok(response) => {
+            let text = serde_json::to_string_pretty(&response).unwrap_or_default();
+            let _ = writeln!(std::io::stdout(), "{text}");
+            if response.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cannot reach leitsystemd at {}: {e} (is it running?)",
+                socket.display()
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
