@@ -1,0 +1,450 @@
+//! Queue policy: who is called next, check-in windows, named desks, forward, park, no-show,
+//! idempotency and the day boundary in Europe/Berlin.
+
+mod common;
+
+use common::{Sim, local_instant};
+use leitsystem::clock::MINUTE;
+use leitsystem::config::LateArrival;
+use leitsystem::domain::{
+    BookingId, Command, CommandError, DeskId, ForwardTarget, Outcome, ServiceId, TicketNumber,
+    TicketState,
+};
+
+#[test]
+fn walk_ins_are_called_first_come_first_served() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:00");
+    let first = sim.walk_in("ausweis");
+    sim.at("09:01");
+    let second = sim.walk_in("meldung");
+    sim.at("09:02");
+    let third = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), first);
+    assert_eq!(sim.next("1"), second);
+    assert_eq!(sim.next("1"), third);
+    assert_eq!((first.as_str(), second.as_str(), third.as_str()), ("A-001", "M-001", "A-002"));
+}
+
+#[test]
+fn a_due_appointment_goes_before_walk_ins_who_came_earlier() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.book("b1", "ausweis", "09:30", None);
+    sim.at("09:00");
+    let walk_in = sim.walk_in("ausweis");
+    sim.at("09:20");
+    let appointment = sim.checked_in("b1");
+    // 09:24: not yet due (due 5 minutes before the slot): the walk-in goes first.
+    sim.at("09:24");
+    assert_eq!(sim.next("1"), walk_in);
+    sim.ok(Command::Finish { desk: DeskId::new("1") });
+    let later_walk_in = sim.walk_in("ausweis");
+    // 09:25: the appointment is due and beats the walk-in who came at 09:24.
+    sim.at("09:25");
+    assert_eq!(sim.next("1"), appointment);
+    assert_eq!(sim.next("1"), later_walk_in);
+}
+
+#[test]
+fn an_idle_desk_takes_an_early_appointment_when_nobody_else_waits() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.book("b1", "ausweis", "10:00", None);
+    sim.at("09:10");
+    let ticket = sim.checked_in("b1");
+    assert_eq!(sim.next("1"), ticket);
+}
+
+#[test]
+fn a_walk_in_waits_no_longer_than_the_bound_even_against_due_appointments() {
+    let mut sim = Sim::with_policy(|p| p.walk_in_max_wait = 30 * MINUTE);
+    sim.open("1");
+    for (i, slot) in ["09:05", "09:10", "09:15", "09:20", "09:25", "09:30", "09:35"]
+        .iter()
+        .enumerate()
+    {
+        sim.book(&format!("b{i}"), "ausweis", slot, None);
+    }
+    sim.at("09:00");
+    let walk_in = sim.walk_in("ausweis");
+    for i in 0..7 {
+        sim.checked_in(&format!("b{i}"));
+    }
+    // Appointments are due and go first while the walk-in has waited less than 30 minutes.
+    for hhmm in ["09:05", "09:10", "09:15", "09:20", "09:25"] {
+        sim.at(hhmm);
+        let called = sim.next("1");
+        assert_ne!(called, walk_in, "walk-in called at {hhmm} before its bound");
+    }
+    // 09:30: 30 minutes waited; the walk-in now beats the due appointment of 09:30.
+    sim.at("09:30");
+    assert_eq!(sim.next("1"), walk_in);
+}
+
+#[test]
+fn priority_visitors_go_first() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    let normal = sim.walk_in("ausweis");
+    sim.at("08:05");
+    let urgent = sim.walk_in_with_priority("ausweis", 3);
+    assert_eq!(sim.next("1"), urgent);
+    assert_eq!(sim.next("1"), normal);
+    let err = sim.run(Command::WalkIn {
+        service: ServiceId::new("ausweis"),
+        priority: 4,
+    });
+    assert!(matches!(err, Err(CommandError::InvalidPriority { priority: 4 })));
+}
+
+#[test]
+fn a_desk_calls_only_services_it_serves() {
+    let mut sim = Sim::new();
+    sim.open("1"); // ausweis, meldung
+    sim.open("3"); // meldung, fuehrerschein
+    let licence = sim.walk_in("fuehrerschein");
+    let err = sim.next_result("1");
+    assert!(matches!(err, Err(CommandError::NothingWaiting { .. })), "{err:?}");
+    let err = sim.run(Command::CallTicket {
+        desk: DeskId::new("1"),
+        ticket: TicketNumber::new(&licence),
+    });
+    assert!(matches!(err, Err(CommandError::ServiceNotServed { .. })), "{err:?}");
+    assert_eq!(sim.next("3"), licence);
+}
+
+#[test]
+fn check_in_windows_follow_the_policy() {
+    let mut sim = Sim::new();
+    sim.book("early", "ausweis", "10:00", None);
+    sim.book("ontime", "ausweis", "10:00", None);
+    sim.book("late", "ausweis", "10:00", None);
+    sim.book("verylate", "ausweis", "10:00", None);
+
+    sim.at("08:59");
+    let err = sim.check_in("early");
+    assert_eq!(
+        err,
+        Err(CommandError::TooEarly {
+            booking: BookingId::new("early"),
+            opens_at: "09:00".to_string()
+        })
+    );
+    sim.at("09:00");
+    assert!(matches!(sim.check_in("ontime"), Ok(Outcome::TicketIssued { late_as_walk_in: false, .. })));
+    sim.at("10:15");
+    assert!(matches!(sim.check_in("late"), Ok(Outcome::TicketIssued { late_as_walk_in: false, .. })));
+    sim.at("10:16");
+    let very_late = sim.check_in("verylate");
+    let Ok(Outcome::TicketIssued { ticket, late_as_walk_in: true, .. }) = very_late else {
+        panic!("a very late visitor should get a walk-in ticket: {very_late:?}");
+    };
+    assert!(matches!(sim.ticket(ticket.as_str()).origin, leitsystem::domain::TicketOrigin::WalkIn { booking: Some(_) }));
+    // Once checked in, never twice.
+    assert!(matches!(sim.check_in("verylate"), Err(CommandError::AlreadyCheckedIn { .. })));
+}
+
+#[test]
+fn late_arrivals_can_be_refused_by_policy() {
+    let mut sim = Sim::with_policy(|p| p.late_arrival = LateArrival::Refuse);
+    sim.book("b", "meldung", "10:00", None);
+    sim.at("10:16");
+    assert_eq!(
+        sim.check_in("b"),
+        Err(CommandError::TooLate {
+            booking: BookingId::new("b"),
+            slot: "10:00".to_string()
+        })
+    );
+}
+
+#[test]
+fn check_in_refuses_other_days_cancelled_and_unknown_bookings() {
+    let mut sim = Sim::new();
+    let tomorrow = local_instant("2026-06-16", "09:00");
+    sim.book_at("tomorrow", "ausweis", tomorrow, None);
+    assert!(matches!(sim.check_in("tomorrow"), Err(CommandError::WrongDay { .. })));
+    sim.book("gone", "ausweis", "09:00", None);
+    sim.ok(Command::CancelBooking {
+        booking: BookingId::new("gone"),
+        version: 2,
+    });
+    assert!(matches!(sim.check_in("gone"), Err(CommandError::BookingCancelled { .. })));
+    assert!(matches!(sim.check_in("nope"), Err(CommandError::UnknownBooking { .. })));
+}
+
+#[test]
+fn booking_versions_apply_only_when_newer() {
+    let mut sim = Sim::new();
+    sim.book("b", "ausweis", "09:00", None);
+    let stale = sim.ok(Command::CancelBooking {
+        booking: BookingId::new("b"),
+        version: 1,
+    });
+    assert!(matches!(stale, Outcome::BookingIgnored { stored_version: 1, .. }), "{stale:?}");
+    assert!(sim.check_in("b").is_ok());
+}
+
+#[test]
+fn a_named_desk_calls_its_visitor_first_and_others_only_after_the_grace() {
+    let mut sim = Sim::with_policy(|p| p.named_desk_grace = 10 * MINUTE);
+    sim.open("1");
+    sim.open("2");
+    sim.book("b", "ausweis", "09:30", Some("2"));
+    sim.at("09:20");
+    let outcome = sim.check_in("b");
+    let Ok(Outcome::TicketIssued { ticket, desk, .. }) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(desk, Some(DeskId::new("2")), "the visitor is told the desk");
+    // Due at 09:25; desk 1 may take it only from 09:35.
+    sim.at("09:30");
+    assert!(matches!(sim.next_result("1"), Err(CommandError::NothingWaiting { .. })));
+    // Desk 2 calls its own visitor before an earlier walk-in.
+    let walk_in = sim.walk_in("ausweis");
+    assert_eq!(sim.next("2"), ticket.to_string());
+    assert_eq!(sim.next("1"), walk_in);
+
+    // After the grace another desk may call a named-desk visitor.
+    sim.book("c", "ausweis", "10:00", Some("2"));
+    sim.at("09:50");
+    let named = sim.checked_in("c");
+    sim.at("10:04");
+    assert!(matches!(sim.next_result("1"), Ok(Outcome::TicketUpdated { .. })), "desk 1 only finishes its visitor");
+    sim.at("10:05");
+    assert_eq!(sim.next("1"), named);
+}
+
+#[test]
+fn forward_keeps_the_number_and_changes_the_queue() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.open("3");
+    let ticket = sim.walk_in("meldung");
+    assert_eq!(sim.next("1"), ticket);
+    sim.ok(Command::StartService { desk: DeskId::new("1") });
+    sim.ok(Command::Forward {
+        desk: DeskId::new("1"),
+        target: ForwardTarget::Service(ServiceId::new("fuehrerschein")),
+    });
+    let t = sim.ticket(&ticket);
+    assert_eq!((t.state.clone(), t.service.as_str()), (TicketState::Waiting, "fuehrerschein"));
+    assert!(sim.state().desks[&DeskId::new("1")].current.is_none());
+    // Desk 1 does not serve driving licences; desk 3 calls the same number.
+    assert!(sim.next_result("1").is_err());
+    assert_eq!(sim.next("3"), ticket);
+
+    // Forward to a desk: that desk calls it first.
+    sim.open("4");
+    sim.ok(Command::Forward {
+        desk: DeskId::new("3"),
+        target: ForwardTarget::Desk(DeskId::new("4")),
+    });
+    let other = sim.walk_in("fuehrerschein");
+    assert_eq!(sim.next("4"), ticket);
+    assert_eq!(sim.next("3"), other);
+    assert_eq!(sim.ticket(&ticket).forwards, 2);
+}
+
+#[test]
+fn a_parked_visitor_returns_to_the_same_desk() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.open("2");
+    let parked = sim.walk_in("ausweis");
+    let other = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), parked);
+    sim.ok(Command::StartService { desk: DeskId::new("1") });
+    sim.ok(Command::Park { desk: DeskId::new("1") });
+    assert_eq!(sim.ticket(&parked).state, TicketState::Parked { desk: DeskId::new("1") });
+    assert_eq!(sim.next("1"), other, "the desk serves others meanwhile");
+    sim.ok(Command::Resume { ticket: TicketNumber::new(&parked) });
+    assert!(matches!(sim.next_result("2"), Err(CommandError::NothingWaiting { .. })));
+    assert_eq!(sim.next("1"), parked);
+}
+
+#[test]
+fn a_no_show_is_requeued_after_the_delay_until_max_calls() {
+    let mut sim = Sim::with_policy(|p| {
+        p.no_show_requeue_delay = 5 * MINUTE;
+        p.max_calls = 2;
+    });
+    sim.open("1");
+    sim.at("09:00");
+    let ticket = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), ticket);
+    sim.ok(Command::NoShow { desk: DeskId::new("1") });
+    assert_eq!(sim.ticket(&ticket).state, TicketState::Waiting);
+    sim.at("09:04");
+    assert!(matches!(sim.next_result("1"), Err(CommandError::NothingWaiting { .. })));
+    sim.at("09:05");
+    assert_eq!(sim.next("1"), ticket);
+    sim.ok(Command::NoShow { desk: DeskId::new("1") });
+    assert_eq!(sim.ticket(&ticket).state, TicketState::NoShow, "second no-show is final");
+}
+
+#[test]
+fn recall_start_finish_follow_the_state_machine() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    let ticket = sim.walk_in("ausweis");
+    let d = || DeskId::new("1");
+    assert!(matches!(sim.run(Command::Recall { desk: d() }), Err(CommandError::DeskIdle { .. })));
+    sim.next("1");
+    sim.ok(Command::Recall { desk: d() });
+    assert_eq!(sim.ticket(&ticket).calls, 2);
+    sim.ok(Command::StartService { desk: d() });
+    assert!(matches!(sim.run(Command::Recall { desk: d() }), Err(CommandError::WrongTicketState { .. })));
+    assert!(matches!(sim.run(Command::NoShow { desk: d() }), Err(CommandError::WrongTicketState { .. })));
+    assert!(matches!(sim.run(Command::CloseDesk { desk: d() }), Err(CommandError::DeskBusy { .. })));
+    sim.ok(Command::Finish { desk: d() });
+    assert_eq!(sim.ticket(&ticket).state, TicketState::Done);
+    sim.ok(Command::CloseDesk { desk: d() });
+    assert!(matches!(sim.next_result("1"), Err(CommandError::DeskNotOpen { .. })));
+    assert!(matches!(sim.next_result("99"), Err(CommandError::UnknownDesk { .. })));
+}
+
+#[test]
+fn a_refused_command_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.walk_in("ausweis");
+    let before = sim.state().clone();
+    let refused = [
+        Command::CallNext { desk: DeskId::new("2") },
+        Command::StartService { desk: DeskId::new("1") },
+        Command::WalkIn { service: ServiceId::new("nope"), priority: 1 },
+        Command::Resume { ticket: TicketNumber::new("A-001") },
+        Command::CheckIn { booking: BookingId::new("nope") },
+    ];
+    for command in refused {
+        let name = command.name();
+        assert!(sim.run(command).is_err(), "{name} should be refused");
+        assert_eq!(sim.state(), &before, "{name} changed the state");
+        assert!(sim.commits.last().is_some_and(|c| c.records.is_empty()), "{name} wrote events");
+    }
+}
+
+#[test]
+fn the_same_request_id_has_one_effect() {
+    let mut sim = Sim::new();
+    let command = Command::WalkIn {
+        service: ServiceId::new("ausweis"),
+        priority: 1,
+    };
+    let first = sim.run_with_id(Some("button-7"), command.clone());
+    let second = sim.run_with_id(Some("button-7"), command.clone());
+    assert_eq!(first, second);
+    assert_eq!(sim.state().tickets.len(), 1);
+    let third = sim.run_with_id(Some("button-8"), command);
+    assert_ne!(first, third);
+    assert_eq!(sim.state().tickets.len(), 2);
+}
+
+#[test]
+fn estimated_wait_uses_measured_service_times() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:00");
+    sim.walk_in("meldung");
+    sim.next("1");
+    sim.ok(Command::StartService { desk: DeskId::new("1") });
+    sim.at("09:20");
+    sim.ok(Command::Finish { desk: DeskId::new("1") });
+    // One measured visit of 20 minutes replaces the configured 8 minutes.
+    sim.walk_in("meldung");
+    sim.walk_in("meldung");
+    let third = sim.ok(Command::WalkIn { service: ServiceId::new("meldung"), priority: 1 });
+    let Outcome::TicketIssued { estimated_wait_minutes, .. } = third else {
+        panic!("{third:?}");
+    };
+    assert_eq!(estimated_wait_minutes, 40, "two ahead x 20 minutes at one open desk");
+    sim.open("2");
+    assert_eq!(sim.engine.estimated_wait(&ServiceId::new("meldung")), 3 * 20 * MINUTE / 2);
+}
+
+/// Runs a day change from `day` 23:59 to the next day 00:00 local time.
+fn check_day_rollover(day: &str, next_day: &str) {
+    let mut sim = Sim::new();
+    sim.day = day.to_string();
+    sim.at("08:00");
+    sim.open("1");
+    let first = sim.walk_in("ausweis");
+    assert_eq!(first, "A-001");
+    sim.at("23:59");
+    let open_ticket = sim.walk_in("ausweis");
+    assert_eq!(open_ticket, "A-002");
+    assert_eq!(sim.state().day.map(|d| d.to_string()).as_deref(), Some(day));
+
+    sim.day = next_day.to_string();
+    sim.at("00:00");
+    let new_first = sim.walk_in("ausweis");
+    assert_eq!(new_first, "A-001", "numbering restarts at local midnight");
+    assert_eq!(sim.state().day.map(|d| d.to_string()).as_deref(), Some(next_day));
+    assert_eq!(sim.state().tickets.len(), 1);
+    assert_eq!(sim.state().desks[&DeskId::new("1")].mode, leitsystem::domain::DeskMode::Closed);
+    let closed: Vec<_> = sim
+        .log()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            leitsystem::domain::Event::DayClosed { closed_tickets, day: closed_day } => {
+                Some((closed_day.to_string(), closed_tickets))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed,
+        vec![(
+            day.to_string(),
+            vec![TicketNumber::new("A-001"), TicketNumber::new("A-002")]
+        )]
+    );
+}
+
+#[test]
+fn the_day_rolls_over_at_local_midnight_in_summer() {
+    check_day_rollover("2026-06-15", "2026-06-16");
+}
+
+#[test]
+fn the_day_rolls_over_into_and_out_of_the_spring_dst_switch() {
+    check_day_rollover("2026-03-28", "2026-03-29");
+    check_day_rollover("2026-03-29", "2026-03-30");
+}
+
+#[test]
+fn the_day_rolls_over_into_and_out_of_the_autumn_dst_switch() {
+    check_day_rollover("2026-10-24", "2026-10-25");
+    check_day_rollover("2026-10-25", "2026-10-26");
+}
+
+#[test]
+fn a_tick_one_second_before_midnight_does_not_close_the_day() {
+    let mut sim = Sim::new();
+    sim.day = "2026-10-25".to_string();
+    sim.at("08:00");
+    sim.walk_in("ausweis");
+    // 23:59:59 on the 25-hour day is 22:59:59 UTC.
+    sim.now = common::utc("2026-10-25T22:59:59Z");
+    sim.ok(Command::Tick);
+    assert_eq!(sim.state().tickets.len(), 1);
+    sim.now = common::utc("2026-10-25T23:00:00Z");
+    sim.ok(Command::Tick);
+    assert_eq!(sim.state().tickets.len(), 0);
+    assert_eq!(sim.state().day.map(|d| d.to_string()).as_deref(), Some("2026-10-26"));
+}
+
+#[test]
+fn a_clock_running_backwards_never_moves_events_back() {
+    let mut sim = Sim::new();
+    sim.at("10:00");
+    sim.walk_in("ausweis");
+    sim.at("09:00");
+    let second = sim.walk_in("ausweis");
+    assert_eq!(sim.ticket(&second).issued_at, sim.local("10:00"));
+    let times: Vec<_> = sim.log().iter().map(|r| r.at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}
