@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::daemon::{EngineHandle, ExecuteError};
-use crate::domain::{Command, CommandRequest, DeskState, Outcome, Ticket};
+use crate::domain::{Command, CommandRequest, DeskState, EventRecord, Outcome, Ticket};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -44,7 +44,17 @@ pub enum ControlRequest {
     State,
     /// Check the store's consistency.
     Verify,
+    /// Read the durable event log from `from_seq` on (at most `limit`, capped at 10,000).
+    Events {
+        /// First sequence number.
+        from_seq: u64,
+        /// Most entries to return.
+        limit: u32,
+    },
 }
+
+/// Most log entries one `events` request returns.
+pub const MAX_EVENTS_PER_REQUEST: u32 = 10_000;
 
 /// The error part of a response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -89,6 +99,9 @@ pub struct ControlResponse {
     /// State view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StateView>,
+    /// Log entries returned by `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventRecord>>,
     /// Problems found by `verify` (empty when consistent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
@@ -104,6 +117,7 @@ impl ControlResponse {
             outcome: None,
             duplicate: false,
             state: None,
+            events: None,
             problems: None,
             error: Some(ControlError {
                 code: code.to_string(),
@@ -119,6 +133,7 @@ impl ControlResponse {
             outcome: None,
             duplicate: false,
             state: None,
+            events: None,
             problems: None,
             error: None,
         }
@@ -278,6 +293,15 @@ async fn handle_line(line: &[u8], engine: &EngineHandle) -> ControlResponse {
             },
             Err(e) => ControlResponse::error(e.code(), e.to_string()),
         },
+        ControlRequest::Events { from_seq, limit } => {
+            match engine.events(from_seq, limit.min(MAX_EVENTS_PER_REQUEST)).await {
+                Ok(events) => ControlResponse {
+                    events: Some(events),
+                    ..ControlResponse::success()
+                },
+                Err(e) => ControlResponse::error(e.code(), e.to_string()),
+            }
+        }
         ControlRequest::Verify => match engine.verify().await {
             Ok(problems) => ControlResponse {
                 ok: problems.is_empty(),

@@ -20,7 +20,7 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, MINUTE, SystemClock};
 use crate::config::Config;
 use crate::control::{self, StateView};
-use crate::domain::{Command, CommandError, CommandRequest};
+use crate::domain::{Command, CommandError, CommandRequest, EventRecord};
 use crate::engine::{Engine, Executed};
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -67,6 +67,11 @@ enum EngineMessage {
     Verify {
         reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
+    Events {
+        from_seq: u64,
+        limit: u32,
+        reply: oneshot::Sender<Result<Vec<EventRecord>, String>>,
+    },
 }
 
 /// The one way into the engine, shared by every input.
@@ -94,6 +99,23 @@ impl EngineHandle {
             .await
             .map_err(|_| ExecuteError::ShuttingDown)?;
         answer.await.map_err(|_| ExecuteError::ShuttingDown)
+    }
+
+    /// Reads durable log entries from `from_seq` on.
+    pub async fn events(&self, from_seq: u64, limit: u32) -> Result<Vec<EventRecord>, ExecuteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(EngineMessage::Events {
+                from_seq,
+                limit,
+                reply,
+            })
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?;
+        answer
+            .await
+            .map_err(|_| ExecuteError::ShuttingDown)?
+            .map_err(ExecuteError::Storage)
     }
 
     /// Replays the log and compares it with the views and the live state.
@@ -219,6 +241,18 @@ fn engine_loop(
                 }
                 EngineMessage::Verify { reply } => {
                     let _ = reply.send(verify(&engine, &store));
+                }
+                EngineMessage::Events {
+                    from_seq,
+                    limit,
+                    reply,
+                } => {
+                    let events: Result<Vec<EventRecord>, String> = store
+                        .events(from_seq)
+                        .take(limit as usize)
+                        .map(|r| r.map_err(|e| e.to_string()))
+                        .collect();
+                    let _ = reply.send(events);
                 }
                 EngineMessage::Execute { .. } => {}
             }

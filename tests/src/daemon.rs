@@ -1,0 +1,204 @@
+//! Running the real `leitsystemd` binary in tests: start it on a config and data directory,
+//! wait until its control socket answers, drive it, kill or stop it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
+use leitsystem::domain::EventRecord;
+
+/// The daemon binary of the same build profile as the running test.
+///
+/// `tests/run` (and `.ci/run`) build it before the tests; when run by hand, build it with
+/// `cargo build -p leitsystemd` first.
+pub fn daemon_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/leitsystemd
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no target directory")?;
+    let binary = profile_dir.join("leitsystemd");
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build the daemon first with `cargo build -p leitsystemd` \
+             (the README's test command does this)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Writes the demo config with `data_dir` as its data directory; returns its path.
+pub fn write_demo_config(dir: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let text = leitsystem::config::DEMO_CONFIG.replace(
+        "data_dir = \"/var/lib/leitsystem\"",
+        &format!("data_dir = \"{}\"", data_dir.display()),
+    );
+    let path = dir.join("leitsystem.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `leitsystemd run --config CONFIG --data-dir DATA` with extra environment and
+    /// waits until it answers on its control socket.
+    pub fn start(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let log = data_dir.with_extension("log");
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let mut command = Command::new(daemon_binary()?);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env("RUST_LOG", "warn");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().context("starting leitsystemd")?;
+        let mut daemon = Daemon {
+            child,
+            socket: data_dir.join("control.sock"),
+            log,
+        };
+        daemon.wait_ready(Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "leitsystemd exited with {status} before it was ready; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(mut client) = ControlClient::connect(&self.socket) {
+                if client.request(&ControlRequest::State).is_ok_and(|r| r.ok) {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                bail!(
+                    "leitsystemd did not answer within {timeout:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines the daemon logged.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// A new control connection.
+    pub fn client(&self) -> anyhow::Result<ControlClient> {
+        ControlClient::connect(&self.socket)
+            .with_context(|| format!("connecting to {}", self.socket.display()))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(mut self) -> anyhow::Result<ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        // SAFETY: sending a signal to our own child process has no memory-safety impact.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                bail!("leitsystemd did not stop within 20 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Sends one request on a fresh connection.
+pub fn request(daemon: &Daemon, request: &ControlRequest) -> anyhow::Result<ControlResponse> {
+    Ok(daemon.client()?.request(request)?)
+}
+
+/// The whole durable log, read through the daemon.
+pub fn all_events(daemon: &Daemon) -> anyhow::Result<Vec<EventRecord>> {
+    let mut client = daemon.client()?;
+    let mut out: Vec<EventRecord> = Vec::new();
+    loop {
+        let from_seq = out.last().map_or(1, |r| r.seq + 1);
+        let response = client.request(&ControlRequest::Events {
+            from_seq,
+            limit: 10_000,
+        })?;
+        let batch = response.events.context("no events in the answer")?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        out.extend(batch);
+    }
+}
+
+/// Log entries grouped by the request id that caused them.
+pub fn events_by_request(events: &[EventRecord]) -> BTreeMap<String, Vec<EventRecord>> {
+    let mut map: BTreeMap<String, Vec<EventRecord>> = BTreeMap::new();
+    for record in events {
+        if let Some(id) = &record.request_id {
+            map.entry(id.clone()).or_default().push(record.clone());
+        }
+    }
+    map
+}
+
+/// Asks the daemon to replay its log and compare; fails with the problems found.
+pub fn assert_consistent(daemon: &Daemon) -> anyhow::Result<()> {
+    let response = request(daemon, &ControlRequest::Verify)?;
+    let problems = response.problems.unwrap_or_default();
+    if !response.ok || !problems.is_empty() {
+        bail!("the store is inconsistent: {problems:#?} {:?}", response.error);
+    }
+    Ok(())
+}

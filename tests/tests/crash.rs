@@ -1,0 +1,127 @@
+//! Crash test on the real binary: a command load while the daemon is SIGKILLed at random
+//! moments (200 times), restarted each time. Every acknowledged command must be in the durable
+//! log afterwards, a retried in-flight command must take effect at most once, and the store
+//! must stay consistent (log replay equals the views, invariants hold).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use leitsystem::control::ControlRequest;
+use leitsystem_tests::daemon::{Daemon, all_events, assert_consistent, write_demo_config};
+use leitsystem_tests::load::{Acked, Load, missing_from_log};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const KILLS: usize = 200;
+
+fn seed() -> u64 {
+    std::env::var("LEITSYSTEM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+#[test]
+fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("crash test seed: {seed} (set LEITSYSTEM_TEST_SEED to repeat)");
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let config = write_demo_config(dir.path(), &data)?;
+    let mut load = Load::new(StdRng::seed_from_u64(seed), "crash");
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut retried = 0usize;
+    let started = Instant::now();
+
+    for kill in 0..KILLS {
+        let daemon = Daemon::start(&config, &data, &[])
+            .with_context(|| format!("restart after kill {kill}"))?;
+        // After every restart: all acknowledged commands are durable and the store consistent.
+        let log = all_events(&daemon)?;
+        let lost = missing_from_log(&acked, &log);
+        if !lost.is_empty() {
+            bail!("after kill {kill}: {} lost:\n{}", lost.len(), lost.join("\n"));
+        }
+        assert_consistent(&daemon).with_context(|| format!("after kill {kill}"))?;
+
+        let mut client = daemon.client()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pid = libc::pid_t::try_from(daemon.pid())?;
+        let delay = Duration::from_millis(load.rng().random_range(2..120));
+        let killer_stop = stop.clone();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killer_stop.store(true, Ordering::Relaxed);
+        });
+        let (new_acks, in_flight) = load.drive(&mut client, &stop, 100_000);
+        let _ = killer.join();
+        daemon.kill9()?;
+        acked.extend(new_acks);
+
+        // Retry what was in flight with the same request id: applied at most once.
+        if let Some((request_id, command)) = in_flight {
+            let daemon = Daemon::start(&config, &data, &[])?;
+            let before = all_events(&daemon)?;
+            let applied_before = before
+                .iter()
+                .filter(|r| r.request_id.as_deref() == Some(request_id.as_str()))
+                .count();
+            let response = daemon.client()?.request(&ControlRequest::Execute {
+                request_id: Some(request_id.clone()),
+                command: command.clone(),
+            })?;
+            let after = all_events(&daemon)?;
+            let applied_after = after
+                .iter()
+                .filter(|r| r.request_id.as_deref() == Some(request_id.as_str()))
+                .count();
+            if applied_before > 0 && applied_after != applied_before {
+                bail!("retried {request_id} was applied twice ({applied_before} then {applied_after} events)");
+            }
+            if applied_before > 0 && !response.duplicate {
+                bail!("retried {request_id} was already applied but not answered as a duplicate");
+            }
+            if let (true, Some(outcome)) = (response.ok, response.outcome) {
+                acked.push(Acked { request_id, command, outcome });
+                retried += 1;
+            }
+            daemon.kill9()?;
+        }
+    }
+
+    let daemon = Daemon::start(&config, &data, &[])?;
+    let log = all_events(&daemon)?;
+    let lost = missing_from_log(&acked, &log);
+    if !lost.is_empty() {
+        bail!("at the end: {} lost:\n{}", lost.len(), lost.join("\n"));
+    }
+    assert_consistent(&daemon)?;
+    let status = daemon.terminate()?;
+    if !status.success() {
+        bail!("leitsystemd exited with {status} on SIGTERM");
+    }
+    let issued = acked
+        .iter()
+        .filter(|a| matches!(a.outcome, leitsystem::domain::Outcome::TicketIssued { .. }))
+        .count();
+    eprintln!(
+        "crash test: {KILLS} kills, {} acknowledged commands ({issued} tickets, {retried} retried in-flight), {} log entries, {:.1} s",
+        acked.len(),
+        log.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if acked.len() < KILLS {
+        bail!("the load acknowledged only {} commands; the test did not exercise the daemon", acked.len());
+    }
+    Ok(())
+}
