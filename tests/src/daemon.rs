@@ -166,10 +166,15 @@ pub fn request(daemon: &Daemon, request: &ControlRequest) -> anyhow::Result<Cont
 
 /// The whole durable log, read through the daemon.
 pub fn all_events(daemon: &Daemon) -> anyhow::Result<Vec<EventRecord>> {
+    events_from(daemon, 1)
+}
+
+/// The durable log from `first_seq` on, read through the daemon.
+pub fn events_from(daemon: &Daemon, first_seq: u64) -> anyhow::Result<Vec<EventRecord>> {
     let mut client = daemon.client()?;
     let mut out: Vec<EventRecord> = Vec::new();
     loop {
-        let from_seq = out.last().map_or(1, |r| r.seq + 1);
+        let from_seq = out.last().map_or(first_seq, |r| r.seq + 1);
         let response = client.request(&ControlRequest::Events {
             from_seq,
             limit: 10_000,
