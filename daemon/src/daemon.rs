@@ -28,6 +28,8 @@ use crate::store::{Store, StoreError, StoreOptions};
 pub const GROUP_COMMIT_MAX: usize = 256;
 /// Capacity of the engine's command queue.
 pub const QUEUE_CAPACITY: usize = 1024;
+/// How often the engine refreshes the store's witness of committed events.
+pub const WITNESS_INTERVAL: Duration = Duration::from_secs(30);
 /// How long shutdown waits for tasks to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -176,6 +178,7 @@ fn engine_loop(
     fatal: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+    let mut witnessed = (engine.state().last_seq, std::time::Instant::now());
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < GROUP_COMMIT_MAX {
@@ -191,6 +194,7 @@ fn engine_loop(
                 EngineMessage::Execute { request, reply } => {
                     let result = engine.execute(&request, clock.now());
                     match &result {
+                        Ok(_) if matches!(request.command, Command::Tick) => {}
                         Ok(executed) => tracing::info!(
                             command = request.command.name(),
                             source = %request.source,
@@ -234,6 +238,13 @@ fn engine_loop(
         for (reply, result) in answers.drain(..) {
             let _ = reply.send(result);
         }
+        let last_seq = engine.state().last_seq;
+        if last_seq != witnessed.0 && witnessed.1.elapsed() >= WITNESS_INTERVAL {
+            match store.record_witness(last_seq) {
+                Ok(()) => witnessed = (last_seq, std::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot record the witness"),
+            }
+        }
         for query in queries {
             match query {
                 EngineMessage::State { reply } => {
@@ -258,7 +269,10 @@ fn engine_loop(
             }
         }
     }
-    tracing::info!("engine stopped");
+    match store.close() {
+        Ok(()) => tracing::info!("engine stopped, store closed cleanly"),
+        Err(e) => tracing::error!(error = %e, "engine stopped, but the store did not close cleanly"),
+    }
 }
 
 fn state_view(engine: &Engine) -> StateView {

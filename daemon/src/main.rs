@@ -355,7 +355,11 @@ fn verify_offline(config: Config, dir: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match daemon::verify(&engine, &store) {
+    let verdict = daemon::verify(&engine, &store);
+    if let Err(e) = store.close() {
+        tracing::error!("{e}");
+    }
+    match verdict {
         Ok(problems) if problems.is_empty() => {
             let _ = writeln!(
                 std::io::stdout(),
