@@ -10,6 +10,8 @@
 //!
 //! Figures only; nothing here asserts a time.
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +85,10 @@ fn main() -> BenchResult {
     let raw_fsync = raw_sled(&base.path().join("raw2"), commands, true)?;
 
     println!();
-    println!("{:<58} {:>10} {:>10} {:>10}", "", "ops/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<58} {:>10} {:>10} {:>10}",
+        "", "ops/s", "p50 ms", "p99 ms"
+    );
     let row = |name: &str, rate: f64, lat: &[Duration]| {
         println!(
             "{name:<58} {rate:>10.0} {:>10.2} {:>10.2}",
@@ -91,10 +96,26 @@ fn main() -> BenchResult {
             ms(percentile(lat, 99))
         );
     };
-    row("leitsystemd command, acknowledged (1 client)", seq_rate, &seq_lat);
-    row("leitsystemd command, acknowledged (16 clients)", par_rate, &par_lat);
-    row("raw sled insert+flush (baseline, not durable)", raw_flush.0, &raw_flush.1);
-    row("raw sled insert+flush+fdatasync (baseline, durable)", raw_fsync.0, &raw_fsync.1);
+    row(
+        "leitsystemd command, acknowledged (1 client)",
+        seq_rate,
+        &seq_lat,
+    );
+    row(
+        "leitsystemd command, acknowledged (16 clients)",
+        par_rate,
+        &par_lat,
+    );
+    row(
+        "raw sled insert+flush (baseline, not durable)",
+        raw_flush.0,
+        &raw_flush.1,
+    );
+    row(
+        "raw sled insert+flush+fdatasync (baseline, durable)",
+        raw_fsync.0,
+        &raw_fsync.1,
+    );
     println!();
     println!(
         "ratio ours/raw insert+flush:           1 client {:.2}, 16 clients {:.2}",
@@ -163,7 +184,12 @@ fn build_history(
         let day = today.checked_sub(jiff::Span::new().days(d as i64))?;
         let mut now = catalog.calendar.start_of_day(day) + 8 * 60 * MINUTE;
         for desk in ["1", "2", "3", "4"] {
-            engine.execute(&request(Command::OpenDesk { desk: DeskId::new(desk) }), now)?;
+            engine.execute(
+                &request(Command::OpenDesk {
+                    desk: DeskId::new(desk),
+                }),
+                now,
+            )?;
         }
         for i in 0..per_day {
             if issued == tickets {
@@ -171,7 +197,13 @@ fn build_history(
             }
             now += 20_000;
             let service = ServiceId::new(services[i % services.len()]);
-            engine.execute(&request(Command::WalkIn { service, priority: 1 }), now)?;
+            engine.execute(
+                &request(Command::WalkIn {
+                    service,
+                    priority: 1,
+                }),
+                now,
+            )?;
             issued += 1;
             now += 20_000;
             // Serve with a desk that serves the service (4 serves all).
@@ -199,7 +231,9 @@ async fn drive(
 ) -> Result<(f64, Vec<Duration>), Box<dyn std::error::Error>> {
     for desk in ["1", "2", "3", "4"] {
         let _ = handle
-            .execute(request(Command::OpenDesk { desk: DeskId::new(desk) }))
+            .execute(request(Command::OpenDesk {
+                desk: DeskId::new(desk),
+            }))
             .await;
     }
     let started = Instant::now();
@@ -237,6 +271,10 @@ async fn drive(
     Ok((latencies.len() as f64 / elapsed, latencies))
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the baseline measures raw sled flush, with and without the fsync"
+)]
 /// Raw sled with the store's settings: one insert of a typical event (300 bytes) + flush
 /// (+ fdatasync of the log file) per operation.
 fn raw_sled(

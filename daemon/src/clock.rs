@@ -72,7 +72,10 @@ impl Calendar {
     /// Local date and time as RFC 3339 with offset, for humans and logs.
     pub fn local_rfc3339(&self, at: Millis) -> String {
         let zoned = to_timestamp(at).to_zoned(self.tz.clone());
-        zoned.timestamp().display_with_offset(zoned.offset()).to_string()
+        zoned
+            .timestamp()
+            .display_with_offset(zoned.offset())
+            .to_string()
     }
 }
 
@@ -117,11 +120,23 @@ mod tests {
     fn day_boundary_is_local_midnight_in_winter_and_summer() {
         let cal = Calendar::berlin();
         // Winter: UTC+1. 22:59:59Z is 23:59:59 local, 23:00Z is the next day.
-        assert_eq!(cal.day_of(at("2026-01-14T22:59:59Z")).to_string(), "2026-01-14");
-        assert_eq!(cal.day_of(at("2026-01-14T23:00:00Z")).to_string(), "2026-01-15");
+        assert_eq!(
+            cal.day_of(at("2026-01-14T22:59:59Z")).to_string(),
+            "2026-01-14"
+        );
+        assert_eq!(
+            cal.day_of(at("2026-01-14T23:00:00Z")).to_string(),
+            "2026-01-15"
+        );
         // Summer: UTC+2.
-        assert_eq!(cal.day_of(at("2026-07-14T21:59:59Z")).to_string(), "2026-07-14");
-        assert_eq!(cal.day_of(at("2026-07-14T22:00:00Z")).to_string(), "2026-07-15");
+        assert_eq!(
+            cal.day_of(at("2026-07-14T21:59:59Z")).to_string(),
+            "2026-07-14"
+        );
+        assert_eq!(
+            cal.day_of(at("2026-07-14T22:00:00Z")).to_string(),
+            "2026-07-15"
+        );
     }
 
     #[test]

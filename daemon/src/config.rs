@@ -270,9 +270,7 @@ impl Config {
         })?;
         let mut problems: Vec<ConfigProblem> = validate(&config)
             .into_iter()
-            .map(|(span, message)| {
-                locate(if span == (0..0) { None } else { Some(span) }, message)
-            })
+            .map(|(span, message)| locate(if span == (0..0) { None } else { Some(span) }, message))
             .collect();
         if problems.is_empty() {
             Ok(config)
@@ -358,8 +356,20 @@ fn validate(config: &Config) -> Vec<Problem> {
     }
 
     let p = &config.policy;
-    check_range("checkin_early_minutes", &p.checkin_early_minutes, 0, 24 * 60, &mut out);
-    check_range("checkin_late_minutes", &p.checkin_late_minutes, 0, 24 * 60, &mut out);
+    check_range(
+        "checkin_early_minutes",
+        &p.checkin_early_minutes,
+        0,
+        24 * 60,
+        &mut out,
+    );
+    check_range(
+        "checkin_late_minutes",
+        &p.checkin_late_minutes,
+        0,
+        24 * 60,
+        &mut out,
+    );
     check_range(
         "appointment_due_before_minutes",
         &p.appointment_due_before_minutes,
@@ -367,8 +377,20 @@ fn validate(config: &Config) -> Vec<Problem> {
         24 * 60,
         &mut out,
     );
-    check_range("walk_in_max_wait_minutes", &p.walk_in_max_wait_minutes, 1, 24 * 60, &mut out);
-    check_range("named_desk_grace_minutes", &p.named_desk_grace_minutes, 0, 24 * 60, &mut out);
+    check_range(
+        "walk_in_max_wait_minutes",
+        &p.walk_in_max_wait_minutes,
+        1,
+        24 * 60,
+        &mut out,
+    );
+    check_range(
+        "named_desk_grace_minutes",
+        &p.named_desk_grace_minutes,
+        0,
+        24 * 60,
+        &mut out,
+    );
     check_range(
         "no_show_requeue_delay_minutes",
         &p.no_show_requeue_delay_minutes,
@@ -385,7 +407,13 @@ fn validate(config: &Config) -> Vec<Problem> {
         &mut out,
     );
     check_range("cache_mib", &config.store.cache_mib, 1, 1024, &mut out);
-    check_range("lock_wait_seconds", &config.store.lock_wait_seconds, 0, 600, &mut out);
+    check_range(
+        "lock_wait_seconds",
+        &config.store.lock_wait_seconds,
+        0,
+        600,
+        &mut out,
+    );
 
     if config.departments.is_empty() {
         out.push((0..0, "at least one [[department]] is needed".to_string()));
@@ -572,10 +600,23 @@ services = ["a", "ghost"]
 "#;
         let p = problems(text);
         let joined = p.join("\n");
-        assert!(joined.contains("test.toml:22:14: service 'b' names department 'nowhere'"), "{joined}");
-        assert!(joined.contains("test.toml:23:10: duplicate prefix 'A'"), "{joined}");
-        assert!(joined.contains("expected_minutes = 0 is out of range"), "{joined}");
-        assert!(joined.contains("test.toml:31:17: desk '1' serves service 'ghost', which does not exist"), "{joined}");
+        assert!(
+            joined.contains("test.toml:22:14: service 'b' names department 'nowhere'"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("test.toml:23:10: duplicate prefix 'A'"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("expected_minutes = 0 is out of range"),
+            "{joined}"
+        );
+        assert!(
+            joined
+                .contains("test.toml:31:18: desk '1' serves service 'ghost', which does not exist"),
+            "{joined}"
+        );
         assert!(joined.contains("no desk serves service 'b'"), "{joined}");
         assert_eq!(p.len(), 5, "{joined}");
     }

@@ -294,7 +294,10 @@ async fn handle_line(line: &[u8], engine: &EngineHandle) -> ControlResponse {
             Err(e) => ControlResponse::error(e.code(), e.to_string()),
         },
         ControlRequest::Events { from_seq, limit } => {
-            match engine.events(from_seq, limit.min(MAX_EVENTS_PER_REQUEST)).await {
+            match engine
+                .events(from_seq, limit.min(MAX_EVENTS_PER_REQUEST))
+                .await
+            {
                 Ok(events) => ControlResponse {
                     events: Some(events),
                     ..ControlResponse::success()

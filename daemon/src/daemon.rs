@@ -104,7 +104,11 @@ impl EngineHandle {
     }
 
     /// Reads durable log entries from `from_seq` on.
-    pub async fn events(&self, from_seq: u64, limit: u32) -> Result<Vec<EventRecord>, ExecuteError> {
+    pub async fn events(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, ExecuteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(EngineMessage::Events {
@@ -271,7 +275,9 @@ fn engine_loop(
     }
     match store.close() {
         Ok(()) => tracing::info!("engine stopped, store closed cleanly"),
-        Err(e) => tracing::error!(error = %e, "engine stopped, but the store did not close cleanly"),
+        Err(e) => {
+            tracing::error!(error = %e, "engine stopped, but the store did not close cleanly")
+        }
     }
 }
 
@@ -327,7 +333,8 @@ async fn scheduler(engine: EngineHandle, catalog: Arc<Catalog>, shutdown: Cancel
         let now = clock.now();
         let today = catalog.calendar.day_of(now);
         let until_midnight = catalog.calendar.start_of_next_day(today) - now;
-        let wait = Duration::from_millis(u64::try_from(until_midnight.clamp(1, MINUTE)).unwrap_or(1));
+        let wait =
+            Duration::from_millis(u64::try_from(until_midnight.clamp(1, MINUTE)).unwrap_or(1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -375,9 +382,8 @@ pub async fn run(
     );
 
     let fatal = CancellationToken::new();
-    let (handle, engine_thread) =
-        spawn_engine(engine, store, Arc::new(SystemClock), fatal.clone())
-            .context("starting the engine thread")?;
+    let (handle, engine_thread) = spawn_engine(engine, store, Arc::new(SystemClock), fatal.clone())
+        .context("starting the engine thread")?;
 
     let listener = control::bind(&socket_path)
         .await
@@ -401,8 +407,14 @@ pub async fn run(
     tracing::info!("shutting down");
     stop.cancel();
     drop(handle);
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!(tasks = tracker.len(), "tasks still running after the grace period");
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = tracker.len(),
+            "tasks still running after the grace period"
+        );
     }
     let _ = std::fs::remove_file(&socket_path);
     // The engine thread ends once the last handle is gone, after answering what was queued.

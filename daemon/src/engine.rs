@@ -17,9 +17,9 @@ use crate::catalog::{Catalog, Desk};
 use crate::clock::{MINUTE, Millis};
 use crate::config::LateArrival;
 use crate::domain::{
-    Booking, BookingId, BookingInput, BookingStatus, Command, CommandError, CommandRequest,
-    DeskId, DeskMode, DeskState, Event, EventRecord, ForwardTarget, Outcome, PRIORITY_MAX,
-    PRIORITY_NORMAL, PersonalData, ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
+    Booking, BookingId, BookingInput, BookingStatus, Command, CommandError, CommandRequest, DeskId,
+    DeskMode, DeskState, Event, EventRecord, ForwardTarget, Outcome, PRIORITY_MAX, PRIORITY_NORMAL,
+    PersonalData, ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
 };
 
 /// Highest daily sequence per prefix (`A-9999`).
@@ -206,7 +206,10 @@ impl State {
                 problems.push(format!("ticket stored as {number} is {}", t.number));
             }
             if Some(t.day) != self.day {
-                problems.push(format!("ticket {number} of {} in day {:?}", t.day, self.day));
+                problems.push(format!(
+                    "ticket {number} of {} in day {:?}",
+                    t.day, self.day
+                ));
             }
             if let Some(desk) = t.state.desk() {
                 let held = self.desks.get(desk).and_then(|d| d.current.as_ref());
@@ -217,9 +220,17 @@ impl State {
                     ));
                 }
             }
-            let prefix = number.as_str().split('-').next().unwrap_or_default().to_string();
+            let prefix = number
+                .as_str()
+                .split('-')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             if let Some(other) = sequences.insert((prefix.clone(), t.sequence), number) {
-                problems.push(format!("sequence {} issued twice: {other} and {number}", t.sequence));
+                problems.push(format!(
+                    "sequence {} issued twice: {other} and {number}",
+                    t.sequence
+                ));
             }
             if self.counters.get(&prefix).copied().unwrap_or(0) < t.sequence {
                 problems.push(format!("counter of {prefix} behind ticket {number}"));
@@ -493,7 +504,11 @@ impl Engine {
                 .into_iter()
                 .map(|t| (t.number.clone(), t))
                 .collect(),
-            desks: loaded.desks.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            desks: loaded
+                .desks
+                .into_iter()
+                .map(|d| (d.id.clone(), d))
+                .collect(),
             bookings: loaded
                 .bookings
                 .into_iter()
@@ -949,13 +964,11 @@ impl Engine {
             Command::CloseDesk { desk } => self.decide_desk_mode(desk, DeskMode::Closed),
             Command::UpsertBooking { booking } => self.decide_upsert_booking(booking, now),
             Command::CancelBooking { booking, version } => {
-                let existing =
-                    self.state
-                        .bookings
-                        .get(booking)
-                        .ok_or_else(|| CommandError::UnknownBooking {
-                            booking: booking.clone(),
-                        })?;
+                let existing = self.state.bookings.get(booking).ok_or_else(|| {
+                    CommandError::UnknownBooking {
+                        booking: booking.clone(),
+                    }
+                })?;
                 if *version <= existing.version {
                     return Ok(Decided::outcome(Outcome::BookingIgnored {
                         booking: booking.clone(),
@@ -1008,9 +1021,13 @@ impl Engine {
             .state
             .bookings
             .get(id)
-            .ok_or_else(|| CommandError::UnknownBooking { booking: id.clone() })?;
+            .ok_or_else(|| CommandError::UnknownBooking {
+                booking: id.clone(),
+            })?;
         if booking.status == BookingStatus::Cancelled {
-            return Err(CommandError::BookingCancelled { booking: id.clone() });
+            return Err(CommandError::BookingCancelled {
+                booking: id.clone(),
+            });
         }
         if let Some(ticket) = &booking.ticket {
             return Err(CommandError::AlreadyCheckedIn {
@@ -1159,13 +1176,13 @@ impl Engine {
         preferred_until: Option<Millis>,
         now: Millis,
     ) -> Result<Ticket, CommandError> {
-        let svc = self
-            .catalog
-            .services
-            .get(service)
-            .ok_or_else(|| CommandError::UnknownService {
-                service: service.clone(),
-            })?;
+        let svc =
+            self.catalog
+                .services
+                .get(service)
+                .ok_or_else(|| CommandError::UnknownService {
+                    service: service.clone(),
+                })?;
         let sequence = self.state.counters.get(&svc.prefix).copied().unwrap_or(0) + 1;
         if sequence > MAX_SEQUENCE {
             return Err(CommandError::NumbersExhausted {
@@ -1198,7 +1215,11 @@ impl Engine {
     }
 
     /// The ticket `desk` would call at `now`, by the queue policy.
-    pub fn best_for(&self, desk: &DeskId, now: Millis) -> Result<Option<TicketNumber>, CommandError> {
+    pub fn best_for(
+        &self,
+        desk: &DeskId,
+        now: Millis,
+    ) -> Result<Option<TicketNumber>, CommandError> {
         let desk_def = self.desk(desk)?;
         let policy = &self.catalog.policy;
         let best = self
@@ -1418,7 +1439,9 @@ fn diff_states(a_name: &str, a: &State, b_name: &str, b: &State) -> Vec<String> 
         ("stats", json_of(&a.stats), json_of(&b.stats)),
     ] {
         if x != y {
-            out.push(format!("{name} differ between {a_name} and {b_name}: {x} vs {y}"));
+            out.push(format!(
+                "{name} differ between {a_name} and {b_name}: {x} vs {y}"
+            ));
         }
     }
     out

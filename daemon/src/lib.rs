@@ -6,8 +6,8 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod domain;
 pub mod engine;
 pub mod store;
-pub mod control;
-pub mod daemon;

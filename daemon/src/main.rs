@@ -22,7 +22,11 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "leitsystemd", version, about = "Leitsystem: visitor check-in and call system")]
+#[command(
+    name = "leitsystemd",
+    version,
+    about = "Leitsystem: visitor check-in and call system"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -325,7 +329,10 @@ fn run_daemon(config: Config, data_dir: PathBuf) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),

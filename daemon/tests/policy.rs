@@ -24,7 +24,10 @@ fn walk_ins_are_called_first_come_first_served() {
     assert_eq!(sim.next("1"), first);
     assert_eq!(sim.next("1"), second);
     assert_eq!(sim.next("1"), third);
-    assert_eq!((first.as_str(), second.as_str(), third.as_str()), ("A-001", "M-001", "A-002"));
+    assert_eq!(
+        (first.as_str(), second.as_str(), third.as_str()),
+        ("A-001", "M-001", "A-002")
+    );
 }
 
 #[test]
@@ -39,7 +42,9 @@ fn a_due_appointment_goes_before_walk_ins_who_came_earlier() {
     // 09:24: not yet due (due 5 minutes before the slot): the walk-in goes first.
     sim.at("09:24");
     assert_eq!(sim.next("1"), walk_in);
-    sim.ok(Command::Finish { desk: DeskId::new("1") });
+    sim.ok(Command::Finish {
+        desk: DeskId::new("1"),
+    });
     let later_walk_in = sim.walk_in("ausweis");
     // 09:25: the appointment is due and beats the walk-in who came at 09:24.
     sim.at("09:25");
@@ -61,9 +66,11 @@ fn an_idle_desk_takes_an_early_appointment_when_nobody_else_waits() {
 fn a_walk_in_waits_no_longer_than_the_bound_even_against_due_appointments() {
     let mut sim = Sim::with_policy(|p| p.walk_in_max_wait = 30 * MINUTE);
     sim.open("1");
-    for (i, slot) in ["09:05", "09:10", "09:15", "09:20", "09:25", "09:30", "09:35"]
-        .iter()
-        .enumerate()
+    for (i, slot) in [
+        "09:05", "09:10", "09:15", "09:20", "09:25", "09:30", "09:35",
+    ]
+    .iter()
+    .enumerate()
     {
         sim.book(&format!("b{i}"), "ausweis", slot, None);
     }
@@ -96,7 +103,10 @@ fn priority_visitors_go_first() {
         service: ServiceId::new("ausweis"),
         priority: 4,
     });
-    assert!(matches!(err, Err(CommandError::InvalidPriority { priority: 4 })));
+    assert!(matches!(
+        err,
+        Err(CommandError::InvalidPriority { priority: 4 })
+    ));
 }
 
 #[test]
@@ -106,12 +116,18 @@ fn a_desk_calls_only_services_it_serves() {
     sim.open("3"); // meldung, fuehrerschein
     let licence = sim.walk_in("fuehrerschein");
     let err = sim.next_result("1");
-    assert!(matches!(err, Err(CommandError::NothingWaiting { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(CommandError::NothingWaiting { .. })),
+        "{err:?}"
+    );
     let err = sim.run(Command::CallTicket {
         desk: DeskId::new("1"),
         ticket: TicketNumber::new(&licence),
     });
-    assert!(matches!(err, Err(CommandError::ServiceNotServed { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(CommandError::ServiceNotServed { .. })),
+        "{err:?}"
+    );
     assert_eq!(sim.next("3"), licence);
 }
 
@@ -133,17 +149,40 @@ fn check_in_windows_follow_the_policy() {
         })
     );
     sim.at("09:00");
-    assert!(matches!(sim.check_in("ontime"), Ok(Outcome::TicketIssued { late_as_walk_in: false, .. })));
+    assert!(matches!(
+        sim.check_in("ontime"),
+        Ok(Outcome::TicketIssued {
+            late_as_walk_in: false,
+            ..
+        })
+    ));
     sim.at("10:15");
-    assert!(matches!(sim.check_in("late"), Ok(Outcome::TicketIssued { late_as_walk_in: false, .. })));
+    assert!(matches!(
+        sim.check_in("late"),
+        Ok(Outcome::TicketIssued {
+            late_as_walk_in: false,
+            ..
+        })
+    ));
     sim.at("10:16");
     let very_late = sim.check_in("verylate");
-    let Ok(Outcome::TicketIssued { ticket, late_as_walk_in: true, .. }) = very_late else {
+    let Ok(Outcome::TicketIssued {
+        ticket,
+        late_as_walk_in: true,
+        ..
+    }) = very_late
+    else {
         panic!("a very late visitor should get a walk-in ticket: {very_late:?}");
     };
-    assert!(matches!(sim.ticket(ticket.as_str()).origin, leitsystem::domain::TicketOrigin::WalkIn { booking: Some(_) }));
+    assert!(matches!(
+        sim.ticket(ticket.as_str()).origin,
+        leitsystem::domain::TicketOrigin::WalkIn { booking: Some(_) }
+    ));
     // Once checked in, never twice.
-    assert!(matches!(sim.check_in("verylate"), Err(CommandError::AlreadyCheckedIn { .. })));
+    assert!(matches!(
+        sim.check_in("verylate"),
+        Err(CommandError::AlreadyCheckedIn { .. })
+    ));
 }
 
 #[test]
@@ -165,14 +204,23 @@ fn check_in_refuses_other_days_cancelled_and_unknown_bookings() {
     let mut sim = Sim::new();
     let tomorrow = local_instant("2026-06-16", "09:00");
     sim.book_at("tomorrow", "ausweis", tomorrow, None);
-    assert!(matches!(sim.check_in("tomorrow"), Err(CommandError::WrongDay { .. })));
+    assert!(matches!(
+        sim.check_in("tomorrow"),
+        Err(CommandError::WrongDay { .. })
+    ));
     sim.book("gone", "ausweis", "09:00", None);
     sim.ok(Command::CancelBooking {
         booking: BookingId::new("gone"),
         version: 2,
     });
-    assert!(matches!(sim.check_in("gone"), Err(CommandError::BookingCancelled { .. })));
-    assert!(matches!(sim.check_in("nope"), Err(CommandError::UnknownBooking { .. })));
+    assert!(matches!(
+        sim.check_in("gone"),
+        Err(CommandError::BookingCancelled { .. })
+    ));
+    assert!(matches!(
+        sim.check_in("nope"),
+        Err(CommandError::UnknownBooking { .. })
+    ));
 }
 
 #[test]
@@ -183,7 +231,16 @@ fn booking_versions_apply_only_when_newer() {
         booking: BookingId::new("b"),
         version: 1,
     });
-    assert!(matches!(stale, Outcome::BookingIgnored { stored_version: 1, .. }), "{stale:?}");
+    assert!(
+        matches!(
+            stale,
+            Outcome::BookingIgnored {
+                stored_version: 1,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
     assert!(sim.check_in("b").is_ok());
 }
 
@@ -201,7 +258,10 @@ fn a_named_desk_calls_its_visitor_first_and_others_only_after_the_grace() {
     assert_eq!(desk, Some(DeskId::new("2")), "the visitor is told the desk");
     // Due at 09:25; desk 1 may take it only from 09:35.
     sim.at("09:30");
-    assert!(matches!(sim.next_result("1"), Err(CommandError::NothingWaiting { .. })));
+    assert!(matches!(
+        sim.next_result("1"),
+        Err(CommandError::NothingWaiting { .. })
+    ));
     // Desk 2 calls its own visitor before an earlier walk-in.
     let walk_in = sim.walk_in("ausweis");
     assert_eq!(sim.next("2"), ticket.to_string());
@@ -212,7 +272,10 @@ fn a_named_desk_calls_its_visitor_first_and_others_only_after_the_grace() {
     sim.at("09:50");
     let named = sim.checked_in("c");
     sim.at("10:04");
-    assert!(matches!(sim.next_result("1"), Ok(Outcome::TicketUpdated { .. })), "desk 1 only finishes its visitor");
+    assert!(
+        matches!(sim.next_result("1"), Ok(Outcome::TicketUpdated { .. })),
+        "desk 1 only finishes its visitor"
+    );
     sim.at("10:05");
     assert_eq!(sim.next("1"), named);
 }
@@ -224,13 +287,18 @@ fn forward_keeps_the_number_and_changes_the_queue() {
     sim.open("3");
     let ticket = sim.walk_in("meldung");
     assert_eq!(sim.next("1"), ticket);
-    sim.ok(Command::StartService { desk: DeskId::new("1") });
+    sim.ok(Command::StartService {
+        desk: DeskId::new("1"),
+    });
     sim.ok(Command::Forward {
         desk: DeskId::new("1"),
         target: ForwardTarget::Service(ServiceId::new("fuehrerschein")),
     });
     let t = sim.ticket(&ticket);
-    assert_eq!((t.state.clone(), t.service.as_str()), (TicketState::Waiting, "fuehrerschein"));
+    assert_eq!(
+        (t.state.clone(), t.service.as_str()),
+        (TicketState::Waiting, "fuehrerschein")
+    );
     assert!(sim.state().desks[&DeskId::new("1")].current.is_none());
     // Desk 1 does not serve driving licences; desk 3 calls the same number.
     assert!(sim.next_result("1").is_err());
@@ -256,12 +324,26 @@ fn a_parked_visitor_returns_to_the_same_desk() {
     let parked = sim.walk_in("ausweis");
     let other = sim.walk_in("ausweis");
     assert_eq!(sim.next("1"), parked);
-    sim.ok(Command::StartService { desk: DeskId::new("1") });
-    sim.ok(Command::Park { desk: DeskId::new("1") });
-    assert_eq!(sim.ticket(&parked).state, TicketState::Parked { desk: DeskId::new("1") });
+    sim.ok(Command::StartService {
+        desk: DeskId::new("1"),
+    });
+    sim.ok(Command::Park {
+        desk: DeskId::new("1"),
+    });
+    assert_eq!(
+        sim.ticket(&parked).state,
+        TicketState::Parked {
+            desk: DeskId::new("1")
+        }
+    );
     assert_eq!(sim.next("1"), other, "the desk serves others meanwhile");
-    sim.ok(Command::Resume { ticket: TicketNumber::new(&parked) });
-    assert!(matches!(sim.next_result("2"), Err(CommandError::NothingWaiting { .. })));
+    sim.ok(Command::Resume {
+        ticket: TicketNumber::new(&parked),
+    });
+    assert!(matches!(
+        sim.next_result("2"),
+        Err(CommandError::NothingWaiting { .. })
+    ));
     assert_eq!(sim.next("1"), parked);
 }
 
@@ -275,14 +357,25 @@ fn a_no_show_is_requeued_after_the_delay_until_max_calls() {
     sim.at("09:00");
     let ticket = sim.walk_in("ausweis");
     assert_eq!(sim.next("1"), ticket);
-    sim.ok(Command::NoShow { desk: DeskId::new("1") });
+    sim.ok(Command::NoShow {
+        desk: DeskId::new("1"),
+    });
     assert_eq!(sim.ticket(&ticket).state, TicketState::Waiting);
     sim.at("09:04");
-    assert!(matches!(sim.next_result("1"), Err(CommandError::NothingWaiting { .. })));
+    assert!(matches!(
+        sim.next_result("1"),
+        Err(CommandError::NothingWaiting { .. })
+    ));
     sim.at("09:05");
     assert_eq!(sim.next("1"), ticket);
-    sim.ok(Command::NoShow { desk: DeskId::new("1") });
-    assert_eq!(sim.ticket(&ticket).state, TicketState::NoShow, "second no-show is final");
+    sim.ok(Command::NoShow {
+        desk: DeskId::new("1"),
+    });
+    assert_eq!(
+        sim.ticket(&ticket).state,
+        TicketState::NoShow,
+        "second no-show is final"
+    );
 }
 
 #[test]
@@ -291,19 +384,37 @@ fn recall_start_finish_follow_the_state_machine() {
     sim.open("1");
     let ticket = sim.walk_in("ausweis");
     let d = || DeskId::new("1");
-    assert!(matches!(sim.run(Command::Recall { desk: d() }), Err(CommandError::DeskIdle { .. })));
+    assert!(matches!(
+        sim.run(Command::Recall { desk: d() }),
+        Err(CommandError::DeskIdle { .. })
+    ));
     sim.next("1");
     sim.ok(Command::Recall { desk: d() });
     assert_eq!(sim.ticket(&ticket).calls, 2);
     sim.ok(Command::StartService { desk: d() });
-    assert!(matches!(sim.run(Command::Recall { desk: d() }), Err(CommandError::WrongTicketState { .. })));
-    assert!(matches!(sim.run(Command::NoShow { desk: d() }), Err(CommandError::WrongTicketState { .. })));
-    assert!(matches!(sim.run(Command::CloseDesk { desk: d() }), Err(CommandError::DeskBusy { .. })));
+    assert!(matches!(
+        sim.run(Command::Recall { desk: d() }),
+        Err(CommandError::WrongTicketState { .. })
+    ));
+    assert!(matches!(
+        sim.run(Command::NoShow { desk: d() }),
+        Err(CommandError::WrongTicketState { .. })
+    ));
+    assert!(matches!(
+        sim.run(Command::CloseDesk { desk: d() }),
+        Err(CommandError::DeskBusy { .. })
+    ));
     sim.ok(Command::Finish { desk: d() });
     assert_eq!(sim.ticket(&ticket).state, TicketState::Done);
     sim.ok(Command::CloseDesk { desk: d() });
-    assert!(matches!(sim.next_result("1"), Err(CommandError::DeskNotOpen { .. })));
-    assert!(matches!(sim.next_result("99"), Err(CommandError::UnknownDesk { .. })));
+    assert!(matches!(
+        sim.next_result("1"),
+        Err(CommandError::DeskNotOpen { .. })
+    ));
+    assert!(matches!(
+        sim.next_result("99"),
+        Err(CommandError::UnknownDesk { .. })
+    ));
 }
 
 #[test]
@@ -313,17 +424,31 @@ fn a_refused_command_changes_nothing() {
     sim.walk_in("ausweis");
     let before = sim.state().clone();
     let refused = [
-        Command::CallNext { desk: DeskId::new("2") },
-        Command::StartService { desk: DeskId::new("1") },
-        Command::WalkIn { service: ServiceId::new("nope"), priority: 1 },
-        Command::Resume { ticket: TicketNumber::new("A-001") },
-        Command::CheckIn { booking: BookingId::new("nope") },
+        Command::CallNext {
+            desk: DeskId::new("2"),
+        },
+        Command::StartService {
+            desk: DeskId::new("1"),
+        },
+        Command::WalkIn {
+            service: ServiceId::new("nope"),
+            priority: 1,
+        },
+        Command::Resume {
+            ticket: TicketNumber::new("A-001"),
+        },
+        Command::CheckIn {
+            booking: BookingId::new("nope"),
+        },
     ];
     for command in refused {
         let name = command.name();
         assert!(sim.run(command).is_err(), "{name} should be refused");
         assert_eq!(sim.state(), &before, "{name} changed the state");
-        assert!(sim.commits.last().is_some_and(|c| c.records.is_empty()), "{name} wrote events");
+        assert!(
+            sim.commits.last().is_some_and(|c| c.records.is_empty()),
+            "{name} wrote events"
+        );
     }
 }
 
@@ -350,19 +475,36 @@ fn estimated_wait_uses_measured_service_times() {
     sim.at("09:00");
     sim.walk_in("meldung");
     sim.next("1");
-    sim.ok(Command::StartService { desk: DeskId::new("1") });
+    sim.ok(Command::StartService {
+        desk: DeskId::new("1"),
+    });
     sim.at("09:20");
-    sim.ok(Command::Finish { desk: DeskId::new("1") });
+    sim.ok(Command::Finish {
+        desk: DeskId::new("1"),
+    });
     // One measured visit of 20 minutes replaces the configured 8 minutes.
     sim.walk_in("meldung");
     sim.walk_in("meldung");
-    let third = sim.ok(Command::WalkIn { service: ServiceId::new("meldung"), priority: 1 });
-    let Outcome::TicketIssued { estimated_wait_minutes, .. } = third else {
+    let third = sim.ok(Command::WalkIn {
+        service: ServiceId::new("meldung"),
+        priority: 1,
+    });
+    let Outcome::TicketIssued {
+        estimated_wait_minutes,
+        ..
+    } = third
+    else {
         panic!("{third:?}");
     };
-    assert_eq!(estimated_wait_minutes, 40, "two ahead x 20 minutes at one open desk");
+    assert_eq!(
+        estimated_wait_minutes, 40,
+        "two ahead x 20 minutes at one open desk"
+    );
     sim.open("2");
-    assert_eq!(sim.engine.estimated_wait(&ServiceId::new("meldung")), 3 * 20 * MINUTE / 2);
+    assert_eq!(
+        sim.engine.estimated_wait(&ServiceId::new("meldung")),
+        3 * 20 * MINUTE / 2
+    );
 }
 
 /// Runs a day change from `day` 23:59 to the next day 00:00 local time.
@@ -382,16 +524,23 @@ fn check_day_rollover(day: &str, next_day: &str) {
     sim.at("00:00");
     let new_first = sim.walk_in("ausweis");
     assert_eq!(new_first, "A-001", "numbering restarts at local midnight");
-    assert_eq!(sim.state().day.map(|d| d.to_string()).as_deref(), Some(next_day));
+    assert_eq!(
+        sim.state().day.map(|d| d.to_string()).as_deref(),
+        Some(next_day)
+    );
     assert_eq!(sim.state().tickets.len(), 1);
-    assert_eq!(sim.state().desks[&DeskId::new("1")].mode, leitsystem::domain::DeskMode::Closed);
+    assert_eq!(
+        sim.state().desks[&DeskId::new("1")].mode,
+        leitsystem::domain::DeskMode::Closed
+    );
     let closed: Vec<_> = sim
         .log()
         .into_iter()
         .filter_map(|r| match r.event {
-            leitsystem::domain::Event::DayClosed { closed_tickets, day: closed_day } => {
-                Some((closed_day.to_string(), closed_tickets))
-            }
+            leitsystem::domain::Event::DayClosed {
+                closed_tickets,
+                day: closed_day,
+            } => Some((closed_day.to_string(), closed_tickets)),
             _ => None,
         })
         .collect();
@@ -434,7 +583,10 @@ fn a_tick_one_second_before_midnight_does_not_close_the_day() {
     sim.now = common::utc("2026-10-25T23:00:00Z");
     sim.ok(Command::Tick);
     assert_eq!(sim.state().tickets.len(), 0);
-    assert_eq!(sim.state().day.map(|d| d.to_string()).as_deref(), Some("2026-10-26"));
+    assert_eq!(
+        sim.state().day.map(|d| d.to_string()).as_deref(),
+        Some("2026-10-26")
+    );
 }
 
 #[test]

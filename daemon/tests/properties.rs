@@ -32,8 +32,17 @@ struct Step {
 enum Op {
     WalkIn(usize, u8),
     CheckIn(u8),
-    Book { id: u8, version: u8, service: usize, offset_min: i64, desk: Option<usize> },
-    Cancel { id: u8, version: u8 },
+    Book {
+        id: u8,
+        version: u8,
+        service: usize,
+        offset_min: i64,
+        desk: Option<usize>,
+    },
+    Cancel {
+        id: u8,
+        version: u8,
+    },
     Next(usize),
     CallTicket(usize, u8),
     Recall(usize),
@@ -113,9 +122,20 @@ fn command(op: &Op, state: &State, now: Millis) -> Command {
     let desk = |i: usize| DeskId::new(DESKS[i]);
     let service = |i: usize| ServiceId::new(SERVICES[i]);
     match op {
-        Op::WalkIn(s, p) => Command::WalkIn { service: service(*s), priority: *p },
-        Op::CheckIn(b) => Command::CheckIn { booking: BookingId::new(format!("b{b}")) },
-        Op::Book { id, version, service: s, offset_min, desk: d } => Command::UpsertBooking {
+        Op::WalkIn(s, p) => Command::WalkIn {
+            service: service(*s),
+            priority: *p,
+        },
+        Op::CheckIn(b) => Command::CheckIn {
+            booking: BookingId::new(format!("b{b}")),
+        },
+        Op::Book {
+            id,
+            version,
+            service: s,
+            offset_min,
+            desk: d,
+        } => Command::UpsertBooking {
             booking: BookingInput {
                 id: BookingId::new(format!("b{id}")),
                 version: u64::from(*version),
@@ -131,16 +151,30 @@ fn command(op: &Op, state: &State, now: Millis) -> Command {
             version: u64::from(*version),
         },
         Op::Next(d) => Command::CallNext { desk: desk(*d) },
-        Op::CallTicket(d, t) => Command::CallTicket { desk: desk(*d), ticket: ticket_of(state, *t) },
+        Op::CallTicket(d, t) => Command::CallTicket {
+            desk: desk(*d),
+            ticket: ticket_of(state, *t),
+        },
         Op::Recall(d) => Command::Recall { desk: desk(*d) },
         Op::Start(d) => Command::StartService { desk: desk(*d) },
         Op::Finish(d) => Command::Finish { desk: desk(*d) },
         Op::NoShow(d) => Command::NoShow { desk: desk(*d) },
-        Op::ForwardService(d, s) => Command::Forward { desk: desk(*d), target: ForwardTarget::Service(service(*s)) },
-        Op::ForwardDesk(d, t) => Command::Forward { desk: desk(*d), target: ForwardTarget::Desk(desk(*t)) },
+        Op::ForwardService(d, s) => Command::Forward {
+            desk: desk(*d),
+            target: ForwardTarget::Service(service(*s)),
+        },
+        Op::ForwardDesk(d, t) => Command::Forward {
+            desk: desk(*d),
+            target: ForwardTarget::Desk(desk(*t)),
+        },
         Op::Park(d) => Command::Park { desk: desk(*d) },
-        Op::Resume(t) => Command::Resume { ticket: ticket_of(state, *t) },
-        Op::Priority(t, p) => Command::SetPriority { ticket: ticket_of(state, *t), priority: *p },
+        Op::Resume(t) => Command::Resume {
+            ticket: ticket_of(state, *t),
+        },
+        Op::Priority(t, p) => Command::SetPriority {
+            ticket: ticket_of(state, *t),
+            priority: *p,
+        },
         Op::Open(d) => Command::OpenDesk { desk: desk(*d) },
         Op::Pause(d) => Command::PauseDesk { desk: desk(*d) },
         Op::Close(d) => Command::CloseDesk { desk: desk(*d) },
@@ -162,8 +196,14 @@ fn run_steps(
     for (i, step) in steps.iter().enumerate() {
         now += step.advance;
         // Let the clock act first, so a refusal can be compared with the state just before.
-        let tick = CommandRequest { request_id: None, source: "test".into(), command: Command::Tick };
-        engine.execute(&tick, now).map_err(|e| TestCaseError::fail(format!("tick refused: {e}")))?;
+        let tick = CommandRequest {
+            request_id: None,
+            source: "test".into(),
+            command: Command::Tick,
+        };
+        engine
+            .execute(&tick, now)
+            .map_err(|e| TestCaseError::fail(format!("tick refused: {e}")))?;
         let before = engine.state().clone();
         let pending_before = engine.take_pending();
         on_commit(&pending_before);
@@ -177,24 +217,46 @@ fn run_steps(
         let result = engine.execute(&request, now);
         let pending = engine.take_pending();
         if let Err(e) = &result {
-            prop_assert!(pending.records.is_empty(), "step {i}: refused {:?} ({e}) wrote events", request.command);
-            prop_assert_eq!(engine.state(), &before, "step {}: refused {:?} changed the state", i, request.command);
+            prop_assert!(
+                pending.records.is_empty(),
+                "step {i}: refused {:?} ({e}) wrote events",
+                request.command
+            );
+            prop_assert_eq!(
+                engine.state(),
+                &before,
+                "step {}: refused {:?} changed the state",
+                i,
+                request.command
+            );
         }
         if let Ok(executed) = &result {
             if executed.duplicate {
-                prop_assert!(pending.records.is_empty(), "step {i}: a duplicate request wrote events");
+                prop_assert!(
+                    pending.records.is_empty(),
+                    "step {i}: a duplicate request wrote events"
+                );
             }
         }
         for record in &pending.records {
             if let Event::TicketIssued { ticket } = &record.event {
                 let fresh = issued.insert((ticket.day.to_string(), ticket.number.to_string()));
-                prop_assert!(fresh, "step {}: {} issued twice on {}", i, ticket.number, ticket.day);
+                prop_assert!(
+                    fresh,
+                    "step {}: {} issued twice on {}",
+                    i,
+                    ticket.number,
+                    ticket.day
+                );
             }
         }
         on_commit(&pending);
         log.extend(pending.records);
         if let Err(problems) = engine.state().check_invariants() {
-            return Err(TestCaseError::fail(format!("step {i} ({:?}): {problems:?}", request.command)));
+            return Err(TestCaseError::fail(format!(
+                "step {i} ({:?}): {problems:?}",
+                request.command
+            )));
         }
     }
     Ok((engine, log))

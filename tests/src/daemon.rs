@@ -97,10 +97,10 @@ impl Daemon {
                     self.log_tail()
                 );
             }
-            if let Ok(mut client) = ControlClient::connect(&self.socket) {
-                if client.request(&ControlRequest::State).is_ok_and(|r| r.ok) {
-                    return Ok(());
-                }
+            if let Ok(mut client) = ControlClient::connect(&self.socket)
+                && client.request(&ControlRequest::State).is_ok_and(|r| r.ok)
+            {
+                return Ok(());
             }
             if started.elapsed() > timeout {
                 let _ = self.child.kill();
@@ -203,7 +203,10 @@ pub fn assert_consistent(daemon: &Daemon) -> anyhow::Result<()> {
     let response = request(daemon, &ControlRequest::Verify)?;
     let problems = response.problems.unwrap_or_default();
     if !response.ok || !problems.is_empty() {
-        bail!("the store is inconsistent: {problems:#?} {:?}", response.error);
+        bail!(
+            "the store is inconsistent: {problems:#?} {:?}",
+            response.error
+        );
     }
     Ok(())
 }

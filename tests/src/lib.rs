@@ -1,4 +1,4 @@
 //! Shared helpers for the black-box system tests.
-pub mod powercut;
 pub mod daemon;
 pub mod load;
+pub mod powercut;

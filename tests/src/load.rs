@@ -59,7 +59,11 @@ impl Load {
         match self.rng.random_range(0..100) {
             0..35 => Command::WalkIn {
                 service: ServiceId::new(SERVICES[self.rng.random_range(0..SERVICES.len())]),
-                priority: if self.rng.random_range(0..10) == 0 { 2 } else { 1 },
+                priority: if self.rng.random_range(0..10) == 0 {
+                    2
+                } else {
+                    1
+                },
             },
             35..60 => Command::CallNext { desk },
             60..70 => Command::StartService { desk },
@@ -113,7 +117,10 @@ pub fn missing_from_log(acked: &[Acked], log: &[EventRecord]) -> Vec<String> {
     let mut by_request: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for record in log {
         if let Some(id) = &record.request_id {
-            by_request.entry(id.as_str()).or_default().push(&record.event);
+            by_request
+                .entry(id.as_str())
+                .or_default()
+                .push(&record.event);
         }
     }
     let mut problems = Vec::new();

@@ -12,7 +12,10 @@ use leitsystem::domain::{Command as Cmd, DeskId, ServiceId};
 use leitsystem_tests::daemon::{Daemon, daemon_binary, request, write_demo_config};
 
 fn leitsystemd(args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(daemon_binary()?).args(args).env("RUST_LOG", "error").output()?)
+    Ok(Command::new(daemon_binary()?)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()?)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -43,11 +46,19 @@ fn check_config_accepts_the_demo_config() -> anyhow::Result<()> {
     let out = leitsystemd(&["check-config", "daemon/config/demo.toml"])
         .or_else(|_| leitsystemd(&["check-config", "../daemon/config/demo.toml"]))?;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/config/demo.toml");
-    let out = if out.status.success() { out } else { leitsystemd(&["check-config", &path.display().to_string()])? };
+    let out = if out.status.success() {
+        out
+    } else {
+        leitsystemd(&["check-config", &path.display().to_string()])?
+    };
     if !out.status.success() {
         bail!("the demo config was refused: {}", text(&out.stderr));
     }
-    assert!(text(&out.stdout).contains("OK (1 departments, 3 services, 4 desks)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("OK (1 departments, 3 services, 4 desks)"),
+        "{}",
+        text(&out.stdout)
+    );
     Ok(())
 }
 
@@ -55,7 +66,12 @@ fn check_config_accepts_the_demo_config() -> anyhow::Result<()> {
 fn check_config_reports_file_line_and_message_with_exit_code_78() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cases = [
-        ("broken.toml", "[site]\nid = \"x\"\ntown = \n", "broken.toml:3:", "string values must be quoted"),
+        (
+            "broken.toml",
+            "[site]\nid = \"x\"\ntown = \n",
+            "broken.toml:3:",
+            "string values must be quoted",
+        ),
         (
             "unknown.toml",
             &leitsystem::config::DEMO_CONFIG.replacen("[policy]\n", "[policy]\nmax_wait = 3\n", 1),
@@ -85,8 +101,14 @@ fn check_config_reports_file_line_and_message_with_exit_code_78() -> anyhow::Res
         let out = leitsystemd(&["check-config", &path.display().to_string()])?;
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{name}: {stderr}");
-        assert!(stderr.contains(location) && stderr.contains(&path.display().to_string()), "{name}: {stderr}");
-        assert!(stderr.contains(message), "{name}: expected '{message}' in {stderr}");
+        assert!(
+            stderr.contains(location) && stderr.contains(&path.display().to_string()),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "{name}: expected '{message}' in {stderr}"
+        );
     }
     Ok(())
 }
@@ -96,12 +118,16 @@ fn run_with_a_bad_config_starts_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let config = write_demo_config(dir.path(), &data)?;
-    let body = std::fs::read_to_string(&config)?.replace("expected_minutes = 12", "expected_minutes = 0");
+    let body =
+        std::fs::read_to_string(&config)?.replace("expected_minutes = 12", "expected_minutes = 0");
     std::fs::write(&config, body)?;
     let out = leitsystemd(&["run", "--config", &config.display().to_string()])?;
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("expected_minutes = 0 is out of range 1..=480"));
-    assert!(!data.exists(), "a refused config must not create the data directory");
+    assert!(
+        !data.exists(),
+        "a refused config must not create the data directory"
+    );
     Ok(())
 }
 
@@ -146,7 +172,10 @@ fn a_foreign_data_directory_is_refused_untouched() -> anyhow::Result<()> {
     let config = write_demo_config(dir.path(), &data)?;
     let before = snapshot(&data)?;
     let stderr = run_refused(&config, &data)?;
-    assert!(stderr.contains("is not a Leitsystem data directory"), "{stderr}");
+    assert!(
+        stderr.contains("is not a Leitsystem data directory"),
+        "{stderr}"
+    );
     assert_eq!(snapshot(&data)?, before);
     Ok(())
 }
@@ -158,11 +187,22 @@ fn make_store(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::Path
     let daemon = Daemon::start(&config, &data, &[])?;
     for i in 0..60 {
         let command = if i % 3 == 0 {
-            Cmd::OpenDesk { desk: DeskId::new(((i / 3) % 4 + 1).to_string()) }
+            Cmd::OpenDesk {
+                desk: DeskId::new(((i / 3) % 4 + 1).to_string()),
+            }
         } else {
-            Cmd::WalkIn { service: ServiceId::new("meldung"), priority: 1 }
+            Cmd::WalkIn {
+                service: ServiceId::new("meldung"),
+                priority: 1,
+            }
         };
-        request(&daemon, &ControlRequest::Execute { request_id: None, command })?;
+        request(
+            &daemon,
+            &ControlRequest::Execute {
+                request_id: None,
+                command,
+            },
+        )?;
     }
     let status = daemon.terminate()?;
     if !status.success() {
@@ -175,25 +215,48 @@ fn make_store(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::Path
 fn damaged_stores_are_refused_untouched() -> anyhow::Result<()> {
     type Damage = fn(&Path) -> anyhow::Result<()>;
     let damages: [(&str, Damage, &str); 5] = [
-        ("bytes overwritten inside the log", |data| {
-            let path = data.join("store/db");
-            let mut bytes = std::fs::read(&path)?;
-            let start = bytes.len() / 3;
-            for b in &mut bytes[start..start + 64] {
-                *b ^= 0x5A;
-            }
-            Ok(std::fs::write(path, bytes)?)
-        }, "store/db has different content"),
-        ("log truncated", |data| {
-            let path = data.join("store/db");
-            let bytes = std::fs::read(&path)?;
-            Ok(std::fs::write(path, &bytes[..bytes.len() / 2])?)
-        }, "store/db has"),
-        ("log deleted", |data| Ok(std::fs::remove_file(data.join("store/db"))?), "store/db is missing"),
-        ("marker garbled", |data| Ok(std::fs::write(data.join("FORMAT"), b"\x00\x01garbage")?), "FORMAT cannot be read"),
-        ("newer schema", |data| {
-            Ok(std::fs::write(data.join("FORMAT"), br#"{"format":"leitsystem-store","schema_version":7}"#)?)
-        }, "schema 7, but this leitsystemd supports up to 1"),
+        (
+            "bytes overwritten inside the log",
+            |data| {
+                let path = data.join("store/db");
+                let mut bytes = std::fs::read(&path)?;
+                let start = bytes.len() / 3;
+                for b in &mut bytes[start..start + 64] {
+                    *b ^= 0x5A;
+                }
+                Ok(std::fs::write(path, bytes)?)
+            },
+            "store/db has different content",
+        ),
+        (
+            "log truncated",
+            |data| {
+                let path = data.join("store/db");
+                let bytes = std::fs::read(&path)?;
+                Ok(std::fs::write(path, &bytes[..bytes.len() / 2])?)
+            },
+            "store/db has",
+        ),
+        (
+            "log deleted",
+            |data| Ok(std::fs::remove_file(data.join("store/db"))?),
+            "store/db is missing",
+        ),
+        (
+            "marker garbled",
+            |data| Ok(std::fs::write(data.join("FORMAT"), b"\x00\x01garbage")?),
+            "FORMAT cannot be read",
+        ),
+        (
+            "newer schema",
+            |data| {
+                Ok(std::fs::write(
+                    data.join("FORMAT"),
+                    br#"{"format":"leitsystem-store","schema_version":7}"#,
+                )?)
+            },
+            "schema 7, but this leitsystemd supports up to 1",
+        ),
     ];
     for (what, damage, expected) in damages {
         let dir = tempfile::tempdir()?;
@@ -201,8 +264,15 @@ fn damaged_stores_are_refused_untouched() -> anyhow::Result<()> {
         damage(&data)?;
         let before = snapshot(&data)?;
         let stderr = run_refused(&config, &data).with_context(|| what.to_string())?;
-        assert!(stderr.contains(expected), "{what}: expected '{expected}' in: {stderr}");
-        assert_eq!(snapshot(&data)?, before, "{what}: the data directory was changed");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected '{expected}' in: {stderr}"
+        );
+        assert_eq!(
+            snapshot(&data)?,
+            before,
+            "{what}: the data directory was changed"
+        );
     }
     Ok(())
 }
@@ -212,24 +282,55 @@ fn sigterm_exits_zero_and_a_restart_recovers_the_exact_state() -> anyhow::Result
     let dir = tempfile::tempdir()?;
     let (config, data) = make_store(dir.path())?;
     let daemon = Daemon::start(&config, &data, &[])?;
-    request(&daemon, &ControlRequest::Execute {
-        request_id: None,
-        command: Cmd::CallNext { desk: DeskId::new("2") },
-    })?;
-    let before = request(&daemon, &ControlRequest::State)?.state.context("no state")?;
+    request(
+        &daemon,
+        &ControlRequest::Execute {
+            request_id: None,
+            command: Cmd::CallNext {
+                desk: DeskId::new("2"),
+            },
+        },
+    )?;
+    let before = request(&daemon, &ControlRequest::State)?
+        .state
+        .context("no state")?;
     let status = daemon.terminate()?;
     assert!(status.success(), "SIGTERM ended with {status}");
-    assert!(data.join("CLEAN").is_file(), "a clean stop leaves the CLEAN manifest");
+    assert!(
+        data.join("CLEAN").is_file(),
+        "a clean stop leaves the CLEAN manifest"
+    );
     let daemon = Daemon::start(&config, &data, &[])?;
-    let after = request(&daemon, &ControlRequest::State)?.state.context("no state")?;
+    let after = request(&daemon, &ControlRequest::State)?
+        .state
+        .context("no state")?;
     assert_eq!(after, before);
-    assert!(before.tickets.len() >= 40, "{} tickets", before.tickets.len());
+    assert!(
+        before.tickets.len() >= 40,
+        "{} tickets",
+        before.tickets.len()
+    );
     daemon.terminate()?;
 
     // The offline check agrees.
-    let out = leitsystemd(&["verify", "--config", &config.display().to_string(), "--data-dir", &data.display().to_string()])?;
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("consistent"), "{}", text(&out.stdout));
+    let out = leitsystemd(&[
+        "verify",
+        "--config",
+        &config.display().to_string(),
+        "--data-dir",
+        &data.display().to_string(),
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("consistent"),
+        "{}",
+        text(&out.stdout)
+    );
     Ok(())
 }
 

@@ -61,7 +61,11 @@ fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
         };
         let lost = missing_from_log(&acked[since..], &log);
         if !lost.is_empty() {
-            bail!("after kill {kill}: {} lost:\n{}", lost.len(), lost.join("\n"));
+            bail!(
+                "after kill {kill}: {} lost:\n{}",
+                lost.len(),
+                lost.join("\n")
+            );
         }
         checkpoint_seq = log.last().map_or(checkpoint_seq, |r| r.seq + 1);
         checkpoint_ack = acked.len();
@@ -102,13 +106,19 @@ fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
                 .filter(|r| r.request_id.as_deref() == Some(request_id.as_str()))
                 .count();
             if applied_before > 0 && applied_after != applied_before {
-                bail!("retried {request_id} was applied twice ({applied_before} then {applied_after} events)");
+                bail!(
+                    "retried {request_id} was applied twice ({applied_before} then {applied_after} events)"
+                );
             }
             if applied_before > 0 && !response.duplicate {
                 bail!("retried {request_id} was already applied but not answered as a duplicate");
             }
             if let (true, Some(outcome)) = (response.ok, response.outcome) {
-                acked.push(Acked { request_id, command, outcome });
+                acked.push(Acked {
+                    request_id,
+                    command,
+                    outcome,
+                });
                 retried += 1;
             }
             daemon.kill9()?;
@@ -137,7 +147,10 @@ fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     if acked.len() < KILLS {
-        bail!("the load acknowledged only {} commands; the test did not exercise the daemon", acked.len());
+        bail!(
+            "the load acknowledged only {} commands; the test did not exercise the daemon",
+            acked.len()
+        );
     }
     Ok(())
 }

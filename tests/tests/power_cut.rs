@@ -34,7 +34,10 @@ fn run_power_cuts(cuts: usize, fsync: bool, seed: u64) -> anyhow::Result<CutRepo
     let data = dir.path().join("data");
     let shadow = dir.path().join("shadow");
     let config = write_demo_config(dir.path(), &data)?;
-    let mut load = Load::new(StdRng::seed_from_u64(seed), if fsync { "safe" } else { "unsafe" });
+    let mut load = Load::new(
+        StdRng::seed_from_u64(seed),
+        if fsync { "safe" } else { "unsafe" },
+    );
     let mut acked: Vec<Acked> = Vec::new();
 
     let preload = shim.display().to_string();
@@ -55,13 +58,19 @@ fn run_power_cuts(cuts: usize, fsync: bool, seed: u64) -> anyhow::Result<CutRepo
     let daemon = Daemon::start(&config, &data, if fsync { &under_shim[..] } else { &[] })?;
     for desk in ["1", "2", "3", "4"] {
         let request_id = format!("open-{desk}");
-        let command = Command::OpenDesk { desk: DeskId::new(desk) };
+        let command = Command::OpenDesk {
+            desk: DeskId::new(desk),
+        };
         let response = daemon.client()?.request(&ControlRequest::Execute {
             request_id: Some(request_id.clone()),
             command: command.clone(),
         })?;
         match (response.ok, response.outcome) {
-            (true, Some(outcome)) => acked.push(Acked { request_id, command, outcome }),
+            (true, Some(outcome)) => acked.push(Acked {
+                request_id,
+                command,
+                outcome,
+            }),
             _ => bail!("opening desk {desk} failed: {:?}", response.error),
         }
     }
@@ -71,7 +80,10 @@ fn run_power_cuts(cuts: usize, fsync: bool, seed: u64) -> anyhow::Result<CutRepo
         let daemon = Daemon::start(&config, &data, &[]).context("restart after the first cut")?;
         let missing = missing_from_log(&acked, &all_events(&daemon)?);
         if !missing.is_empty() {
-            bail!("the first boot lost acknowledged commands:\n{}", missing.join("\n"));
+            bail!(
+                "the first boot lost acknowledged commands:\n{}",
+                missing.join("\n")
+            );
         }
         daemon.terminate()?;
     } else {
@@ -163,7 +175,10 @@ fn acknowledged_commands_survive_power_cuts() -> anyhow::Result<()> {
             report.lost.join("\n")
         );
     }
-    eprintln!("power cuts: 12 cuts, {} acknowledged commands, none lost", report.acknowledged);
+    eprintln!(
+        "power cuts: 12 cuts, {} acknowledged commands, none lost",
+        report.acknowledged
+    );
     Ok(())
 }
 

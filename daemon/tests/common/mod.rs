@@ -82,7 +82,9 @@ impl Sim {
     }
 
     pub fn open(&mut self, desk: &str) {
-        self.ok(Command::OpenDesk { desk: DeskId::new(desk) });
+        self.ok(Command::OpenDesk {
+            desk: DeskId::new(desk),
+        });
     }
 
     pub fn walk_in(&mut self, service: &str) -> String {
@@ -134,14 +136,18 @@ impl Sim {
 
     /// Desk calls next; returns the called number.
     pub fn next(&mut self, desk: &str) -> String {
-        match self.run(Command::CallNext { desk: DeskId::new(desk) }) {
+        match self.run(Command::CallNext {
+            desk: DeskId::new(desk),
+        }) {
             Ok(Outcome::Called { ticket, .. }) => ticket.to_string(),
             other => panic!("next at desk {desk} answered {other:?}"),
         }
     }
 
     pub fn next_result(&mut self, desk: &str) -> Result<Outcome, CommandError> {
-        self.run(Command::CallNext { desk: DeskId::new(desk) })
+        self.run(Command::CallNext {
+            desk: DeskId::new(desk),
+        })
     }
 
     pub fn ticket(&self, number: &str) -> &Ticket {
@@ -158,7 +164,10 @@ impl Sim {
 
     /// Every record committed so far, in order.
     pub fn log(&self) -> Vec<leitsystem::domain::EventRecord> {
-        self.commits.iter().flat_map(|c| c.records.clone()).collect()
+        self.commits
+            .iter()
+            .flat_map(|c| c.records.clone())
+            .collect()
     }
 }
 

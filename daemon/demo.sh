@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the Leitsystem appliance on its embedded demo config: a small citizens' office with three
+# services and four desks, state under ~/.local/state/leitsystem-demo, no broker needed.
+# Builds whatever it needs first. Extra arguments go to `leitsystemd demo` (e.g. --data-dir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source .ci/as-root.sh
+source .ci/ensure-rust.sh
+cargo build --release -p leitsystemd
+echo "Leitsystem demo running. In another terminal try:" >&2
+echo "  target/release/leitsystemd ctl walk-in ausweis" >&2
+echo "  target/release/leitsystemd ctl open 1 && target/release/leitsystemd ctl next 1" >&2
+echo "  target/release/leitsystemd ctl state" >&2
+echo "Stop with Ctrl-C." >&2
+exec target/release/leitsystemd demo "$@"
