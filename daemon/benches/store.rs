@@ -67,6 +67,17 @@ fn main() -> BenchResult {
         ms(opens[opens.len() - 1])
     );
 
+    let rss_before = resident_kib("VmRSS");
+    let (engine, store) = open_engine(catalog.clone(), &data, &options)?;
+    println!(
+        "memory: resident {} KiB before opening, {} KiB with the store open (sled cache {} MiB)",
+        rss_before,
+        resident_kib("VmRSS"),
+        options.cache_bytes / 1_048_576
+    );
+    drop(engine);
+    store.close()?;
+
     // 3. Acknowledged commands through the engine thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,6 +139,20 @@ fn main() -> BenchResult {
         par_rate / raw_fsync.0
     );
     Ok(())
+}
+
+/// A line of /proc/self/status in KiB (0 when unavailable).
+fn resident_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {

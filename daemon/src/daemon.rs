@@ -83,24 +83,28 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Executes a command; answers once its effects are durable.
-    pub async fn execute(&self, request: CommandRequest) -> Result<Executed, ExecuteError> {
+    /// Sends a message carrying a reply channel and waits for the reply.
+    async fn ask<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<T>) -> EngineMessage,
+    ) -> Result<T, ExecuteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(EngineMessage::Execute { request, reply })
+            .send(message(reply))
             .await
             .map_err(|_| ExecuteError::ShuttingDown)?;
-        answer.await.map_err(|_| ExecuteError::ShuttingDown)?
+        answer.await.map_err(|_| ExecuteError::ShuttingDown)
+    }
+
+    /// Executes a command; answers once its effects are durable.
+    pub async fn execute(&self, request: CommandRequest) -> Result<Executed, ExecuteError> {
+        self.ask(|reply| EngineMessage::Execute { request, reply })
+            .await?
     }
 
     /// Today's state (only durable changes).
     pub async fn state_view(&self) -> Result<StateView, ExecuteError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(EngineMessage::State { reply })
-            .await
-            .map_err(|_| ExecuteError::ShuttingDown)?;
-        answer.await.map_err(|_| ExecuteError::ShuttingDown)
+        self.ask(|reply| EngineMessage::State { reply }).await
     }
 
     /// Reads durable log entries from `from_seq` on.
@@ -109,31 +113,19 @@ impl EngineHandle {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, ExecuteError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(EngineMessage::Events {
-                from_seq,
-                limit,
-                reply,
-            })
-            .await
-            .map_err(|_| ExecuteError::ShuttingDown)?;
-        answer
-            .await
-            .map_err(|_| ExecuteError::ShuttingDown)?
-            .map_err(ExecuteError::Storage)
+        self.ask(|reply| EngineMessage::Events {
+            from_seq,
+            limit,
+            reply,
+        })
+        .await?
+        .map_err(ExecuteError::Storage)
     }
 
     /// Replays the log and compares it with the views and the live state.
     pub async fn verify(&self) -> Result<Vec<String>, ExecuteError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(EngineMessage::Verify { reply })
-            .await
-            .map_err(|_| ExecuteError::ShuttingDown)?;
-        answer
-            .await
-            .map_err(|_| ExecuteError::ShuttingDown)?
+        self.ask(|reply| EngineMessage::Verify { reply })
+            .await?
             .map_err(ExecuteError::Storage)
     }
 }

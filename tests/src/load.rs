@@ -21,6 +21,9 @@ pub struct Acked {
     pub outcome: Outcome,
 }
 
+/// The request id and command in flight when the connection broke, if any.
+pub type InFlight = Option<(String, Command)>;
+
 /// Generates commands for the demo config.
 #[derive(Debug)]
 pub struct Load {
@@ -75,6 +78,31 @@ impl Load {
         }
     }
 
+    /// Drives the load against `daemon` and SIGKILLs it after `delay`, mid-load; reaps it.
+    /// Returns the acknowledged commands and the one in flight at the kill.
+    pub fn drive_until_killed(
+        &mut self,
+        daemon: crate::daemon::Daemon,
+        delay: std::time::Duration,
+    ) -> anyhow::Result<(Vec<Acked>, InFlight)> {
+        let mut client = daemon.client()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pid = libc::pid_t::try_from(daemon.pid())?;
+        let killer_stop = stop.clone();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            // SAFETY: signalling our own child process has no memory-safety impact.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killer_stop.store(true, Ordering::Relaxed);
+        });
+        let result = self.drive(&mut client, &stop, 100_000);
+        let _ = killer.join();
+        daemon.kill9()?;
+        Ok(result)
+    }
+
     /// Sends commands on `client` until `stop` is set or the connection breaks (the daemon was
     /// killed). Returns the acknowledged commands and the one in flight when it broke.
     pub fn drive(
@@ -82,7 +110,7 @@ impl Load {
         client: &mut ControlClient,
         stop: &Arc<AtomicBool>,
         max_commands: usize,
-    ) -> (Vec<Acked>, Option<(String, Command)>) {
+    ) -> (Vec<Acked>, InFlight) {
         let mut acked = Vec::new();
         for _ in 0..max_commands {
             if stop.load(Ordering::Relaxed) {

@@ -7,8 +7,6 @@
 //! acknowledged since that checkpoint; every [`FULL_CHECK_EVERY`] kills (and at the end) the
 //! whole log is checked against every acknowledgement and replayed against the views.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -70,22 +68,8 @@ fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
         checkpoint_seq = log.last().map_or(checkpoint_seq, |r| r.seq + 1);
         checkpoint_ack = acked.len();
 
-        let mut client = daemon.client()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let pid = libc::pid_t::try_from(daemon.pid())?;
         let delay = Duration::from_millis(load.rng().random_range(2..120));
-        let killer_stop = stop.clone();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            killer_stop.store(true, Ordering::Relaxed);
-        });
-        let (new_acks, in_flight) = load.drive(&mut client, &stop, 100_000);
-        let _ = killer.join();
-        daemon.kill9()?;
+        let (new_acks, in_flight) = load.drive_until_killed(daemon, delay)?;
         acked.extend(new_acks);
 
         // Retry what was in flight with the same request id: applied at most once.

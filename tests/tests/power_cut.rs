@@ -9,8 +9,6 @@
 //! and must lose acknowledged commands: proof that the test catches a missing fsync.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -102,22 +100,8 @@ fn run_power_cuts(cuts: usize, fsync: bool, seed: u64) -> anyhow::Result<CutRepo
         }
         let daemon = Daemon::start(&config, &data, &env)
             .with_context(|| format!("boot under the shim before cut {cut}"))?;
-        let mut client = daemon.client()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let pid = libc::pid_t::try_from(daemon.pid())?;
         let delay = Duration::from_millis(load.rng().random_range(80..400));
-        let killer_stop = stop.clone();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            killer_stop.store(true, Ordering::Relaxed);
-        });
-        let (new_acks, _in_flight) = load.drive(&mut client, &stop, 100_000);
-        let _ = killer.join();
-        daemon.kill9()?;
+        let (new_acks, _in_flight) = load.drive_until_killed(daemon, delay)?;
         if new_acks.is_empty() {
             bail!("cut {cut}: the load got no acknowledgement before the cut");
         }
