@@ -67,16 +67,15 @@ fn main() -> BenchResult {
         ms(opens[opens.len() - 1])
     );
 
-    let rss_before = resident_kib("VmRSS");
-    let (engine, store) = open_engine(catalog.clone(), &data, &options)?;
+    // Memory of the real daemon on that store, after 1,000 commands.
+    let (rss, peak) = daemon_memory(base.path(), &data)?;
     println!(
-        "memory: resident {} KiB before opening, {} KiB with the store open (sled cache {} MiB)",
-        rss_before,
-        resident_kib("VmRSS"),
+        "leitsystemd on that store after 1,000 commands: resident {:.1} MiB, peak {:.1} MiB \
+         (sled cache {} MiB)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
         options.cache_bytes / 1_048_576
     );
-    drop(engine);
-    store.close()?;
 
     // 3. Acknowledged commands through the engine thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -141,9 +140,77 @@ fn main() -> BenchResult {
     Ok(())
 }
 
-/// A line of /proc/self/status in KiB (0 when unavailable).
-fn resident_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Starts the real daemon on `data`, sends 1,000 commands over its control socket, and returns
+/// its resident and peak memory in KiB; stops it with SIGTERM.
+fn daemon_memory(
+    base: &std::path::Path,
+    data: &std::path::Path,
+) -> Result<(u64, u64), Box<dyn std::error::Error>> {
+    use leitsystem::control::{ControlClient, ControlRequest};
+    let config = base.join("bench.toml");
+    std::fs::write(
+        &config,
+        leitsystem::config::DEMO_CONFIG.replace(
+            "data_dir = \"/var/lib/leitsystem\"",
+            &format!("data_dir = \"{}\"", data.display()),
+        ),
+    )?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leitsystemd"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let socket = data.join("control.sock");
+    let started = Instant::now();
+    let mut client = loop {
+        if let Ok(client) = ControlClient::connect(&socket) {
+            break client;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            return Err("the daemon did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for i in 0..1_000 {
+        let command = if i % 2 == 0 {
+            Command::WalkIn {
+                service: ServiceId::new("ausweis"),
+                priority: 1,
+            }
+        } else {
+            Command::CallNext {
+                desk: DeskId::new("4"),
+            }
+        };
+        if i < 4 {
+            client.request(&ControlRequest::Execute {
+                request_id: None,
+                command: Command::OpenDesk {
+                    desk: DeskId::new((i + 1).to_string()),
+                },
+            })?;
+        }
+        client.request(&ControlRequest::Execute {
+            request_id: None,
+            command,
+        })?;
+    }
+    let status = format!("/proc/{}/status", child.id());
+    let rss = status_kib(&status, "VmRSS");
+    let peak = status_kib(&status, "VmHWM");
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    child.wait()?;
+    Ok((rss, peak))
+}
+
+/// A field of a /proc status file in KiB (0 when unavailable).
+fn status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|status| {
             status

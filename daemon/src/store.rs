@@ -737,20 +737,37 @@ fn file_sums(root: &Path) -> Result<Vec<FileSum>, StoreError> {
             if kind.is_dir() {
                 dirs.push(path);
             } else if kind.is_file() {
-                let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+                let (len, crc32) = crc_of_file(&path)?;
                 out.push(FileSum {
                     path: Path::new(STORE_DIR)
                         .join(path.strip_prefix(root).unwrap_or(&path))
                         .to_string_lossy()
                         .into_owned(),
-                    len: bytes.len() as u64,
-                    crc32: crc32fast::hash(&bytes),
+                    len,
+                    crc32,
                 });
             }
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Length and CRC-32 of a file, read in small chunks (stores can be larger than the RAM).
+fn crc_of_file(path: &Path) -> Result<(u64, u32), StoreError> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(io_err(path))?;
+        if n == 0 {
+            return Ok((len, hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+        len += n as u64;
+    }
 }
 
 fn describe_difference(expected: &[FileSum], found: &[FileSum]) -> String {
