@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/as-root.sh
 source .ci/ensure-rust.sh
-cargo build --release -p leitsystemd
+cargo build --release -p leitsystemd -p leitsystem-sim
 echo "Leitsystem demo running. In another terminal try:" >&2
 echo "  target/release/leitsystemd ctl walk-in ausweis" >&2
 echo "  target/release/leitsystemd ctl open 1 && target/release/leitsystemd ctl next 1" >&2
 echo "  target/release/leitsystemd ctl state" >&2
+echo "  echo '1 next' | nc -q1 127.0.0.1 7102      # a desk button (simulated)" >&2
+echo "  target/release/leitsystemd ctl devices     # device health" >&2
 echo "Stop with Ctrl-C." >&2
 exec target/release/leitsystemd demo "$@"

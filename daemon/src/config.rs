@@ -51,6 +51,39 @@ pub struct Config {
     /// Desks.
     #[serde(rename = "desk", default)]
     pub desks: Vec<DeskConfig>,
+    /// Where driver plugins are found.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Devices: each bound to a plugin, a role and optionally desks.
+    #[serde(rename = "device", default)]
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// `[plugins]`: directories searched for plugin files named without a path.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Search directories, in order. Relative paths are relative to the config file.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// `[[device]]`: one device, driven by a plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// Id, unique among devices.
+    pub id: Spanned<String>,
+    /// Plugin file: a file name searched in `[plugins] dirs`, or a path.
+    pub plugin: Spanned<String>,
+    /// `scanner`, `buttons`, `printer` or `display`.
+    pub role: Spanned<String>,
+    /// Desks the device acts for (buttons); empty = any desk named in its messages.
+    #[serde(default)]
+    pub desks: Vec<Spanned<String>>,
+    /// Plugin-specific options, handed to the plugin as JSON.
+    #[serde(default)]
+    pub options: toml::Table,
 }
 
 /// `[site]`
@@ -508,6 +541,38 @@ fn validate(config: &Config) -> Vec<Problem> {
                 Some(_) => {
                     served.insert(s.get_ref());
                 }
+            }
+        }
+    }
+    let mut device_ids = HashSet::new();
+    for d in &config.devices {
+        check_id("device", &d.id, &mut device_ids, &mut out);
+        if !["scanner", "buttons", "printer", "display"].contains(&d.role.get_ref().as_str()) {
+            out.push((
+                d.role.span(),
+                format!(
+                    "device '{}' has role '{}'; roles are scanner, buttons, printer, display",
+                    d.id.get_ref(),
+                    d.role.get_ref()
+                ),
+            ));
+        }
+        if d.plugin.get_ref().trim().is_empty() {
+            out.push((
+                d.plugin.span(),
+                format!("device '{}' names no plugin", d.id.get_ref()),
+            ));
+        }
+        for desk in &d.desks {
+            if !desk_ids.contains(desk.get_ref()) {
+                out.push((
+                    desk.span(),
+                    format!(
+                        "device '{}' is bound to desk '{}', which does not exist",
+                        d.id.get_ref(),
+                        desk.get_ref()
+                    ),
+                ));
             }
         }
     }

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::daemon::{EngineHandle, ExecuteError};
 use crate::domain::{Command, CommandRequest, DeskState, EventRecord, Outcome, Ticket};
+use crate::plugin_host::{DeviceHealth, DeviceRegistry};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -44,6 +45,8 @@ pub enum ControlRequest {
     State,
     /// Check the store's consistency.
     Verify,
+    /// Health of every configured device.
+    Devices,
     /// Read the durable event log from `from_seq` on (at most `limit`, capped at 10,000).
     Events {
         /// First sequence number.
@@ -99,6 +102,9 @@ pub struct ControlResponse {
     /// State view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StateView>,
+    /// Device health returned by `devices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceHealth>>,
     /// Log entries returned by `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventRecord>>,
@@ -117,6 +123,7 @@ impl ControlResponse {
             outcome: None,
             duplicate: false,
             state: None,
+            devices: None,
             events: None,
             problems: None,
             error: Some(ControlError {
@@ -133,6 +140,7 @@ impl ControlResponse {
             outcome: None,
             duplicate: false,
             state: None,
+            devices: None,
             events: None,
             problems: None,
             error: None,
@@ -182,6 +190,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlServerError> {
 pub async fn serve(
     listener: UnixListener,
     engine: EngineHandle,
+    devices: DeviceRegistry,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -204,9 +213,10 @@ pub async fn serve(
             continue;
         };
         let engine = engine.clone();
+        let devices = devices.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = serve_connection(stream, engine, shutdown).await {
+            if let Err(e) = serve_connection(stream, engine, devices, shutdown).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
             drop(permit);
@@ -217,6 +227,7 @@ pub async fn serve(
 async fn serve_connection(
     stream: UnixStream,
     engine: EngineHandle,
+    devices: DeviceRegistry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -240,7 +251,7 @@ async fn serve_connection(
             write_response(&mut write, &response).await?;
             return Ok(());
         } else {
-            handle_line(&line, &engine).await
+            handle_line(&line, &engine, &devices).await
         };
         write_response(&mut write, &response).await?;
     }
@@ -255,7 +266,11 @@ async fn write_response(
     write.write_all(&body).await
 }
 
-async fn handle_line(line: &[u8], engine: &EngineHandle) -> ControlResponse {
+async fn handle_line(
+    line: &[u8],
+    engine: &EngineHandle,
+    devices: &DeviceRegistry,
+) -> ControlResponse {
     let request: ControlRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return ControlResponse::error("bad_request", format!("invalid request: {e}")),
@@ -292,6 +307,17 @@ async fn handle_line(line: &[u8], engine: &EngineHandle) -> ControlResponse {
                 ..ControlResponse::success()
             },
             Err(e) => ControlResponse::error(e.code(), e.to_string()),
+        },
+        ControlRequest::Devices => ControlResponse {
+            devices: Some(
+                devices
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .values()
+                    .cloned()
+                    .collect(),
+            ),
+            ..ControlResponse::success()
         },
         ControlRequest::Events { from_seq, limit } => {
             match engine

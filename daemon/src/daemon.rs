@@ -76,13 +76,24 @@ enum EngineMessage {
     },
 }
 
+/// Capacity of the committed-events broadcast; a subscriber that falls further behind loses
+/// the oldest events and is told so.
+pub const EVENT_BROADCAST_CAPACITY: usize = 4096;
+
 /// The one way into the engine, shared by every input.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<EngineMessage>,
+    events: tokio::sync::broadcast::Sender<Arc<EventRecord>>,
 }
 
 impl EngineHandle {
+    /// Receives every event once it is durable, in log order (for derived outputs: printers,
+    /// displays, later the web and MQTT).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<EventRecord>> {
+        self.events.subscribe()
+    }
+
     /// Sends a message carrying a reply channel and waits for the reply.
     async fn ask<T>(
         &self,
@@ -160,10 +171,12 @@ pub fn spawn_engine(
     fatal: CancellationToken,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (events, _) = tokio::sync::broadcast::channel(EVENT_BROADCAST_CAPACITY);
+    let committed = events.clone();
     let thread = std::thread::Builder::new()
         .name("engine".to_string())
-        .spawn(move || engine_loop(engine, store, clock, rx, fatal))?;
-    Ok((EngineHandle { tx }, thread))
+        .spawn(move || engine_loop(engine, store, clock, rx, fatal, committed))?;
+    Ok((EngineHandle { tx, events }, thread))
 }
 
 fn engine_loop(
@@ -172,6 +185,7 @@ fn engine_loop(
     clock: Arc<dyn Clock>,
     mut rx: mpsc::Receiver<EngineMessage>,
     fatal: CancellationToken,
+    committed: tokio::sync::broadcast::Sender<Arc<EventRecord>>,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     let mut witnessed = (engine.state().last_seq, std::time::Instant::now());
@@ -228,6 +242,11 @@ fn engine_loop(
                         fatal.cancel();
                         return;
                     }
+                }
+            } else {
+                for record in pending.records {
+                    // No subscriber is fine; they only derive outputs.
+                    let _ = committed.send(Arc::new(record));
                 }
             }
         }
@@ -352,6 +371,7 @@ pub fn data_dir(config: &Config, override_dir: Option<&Path>) -> PathBuf {
 /// Runs the daemon until `shutdown` fires (SIGTERM/SIGINT in `main`) or a fatal error.
 pub async fn run(
     config: Config,
+    config_dir: PathBuf,
     data_dir: PathBuf,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -382,9 +402,18 @@ pub async fn run(
         .context("opening the control socket")?;
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let specs = crate::plugin_host::device_specs(&config, &config_dir, &data_dir);
+    let devices = crate::plugin_host::PluginHost::start(
+        specs,
+        catalog.clone(),
+        handle.clone(),
+        stop.clone(),
+        &tracker,
+    );
     tracker.spawn(control::serve(
         listener,
         handle.clone(),
+        devices.registry(),
         stop.clone(),
         tracker.clone(),
     ));
@@ -398,6 +427,8 @@ pub async fn run(
     };
     tracing::info!("shutting down");
     stop.cancel();
+    // Devices first: they stop sending commands, their instances are destroyed.
+    let _ = tokio::task::spawn_blocking(move || devices.stop()).await;
     drop(handle);
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await

@@ -10,4 +10,5 @@ pub mod control;
 pub mod daemon;
 pub mod domain;
 pub mod engine;
+pub mod plugin_host;
 pub mod store;

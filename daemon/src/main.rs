@@ -54,6 +54,16 @@ enum Cmd {
         /// Config file.
         file: PathBuf,
     },
+    /// Load every configured device's plugin and report, per device: id, plugin file, plugin
+    /// name and version, ABI version, role, and OK or the error. Exit 1 if any failed.
+    Plugins {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (for `${data_dir}` in device options).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check a stopped daemon's store: replay the log and compare it with the views.
     Verify {
         /// Config file (default: the demo config).
@@ -187,6 +197,8 @@ enum CtlAction {
     },
     /// Show today's tickets, desks and waits.
     State,
+    /// Show the health of every device.
+    Devices,
     /// Check the store's consistency.
     Verify,
 }
@@ -212,7 +224,14 @@ fn main() -> ExitCode {
         Cmd::Run { config, data_dir } => match Config::load(&config) {
             Ok(cfg) => {
                 let dir = daemon::data_dir(&cfg, data_dir.as_deref());
-                run_daemon(cfg, dir)
+                run_daemon(cfg, config_dir_of(Some(&config)), dir)
+            }
+            Err(e) => config_failure(&e),
+        },
+        Cmd::Plugins { config, data_dir } => match load_config_or_demo(config.as_deref()) {
+            Ok(cfg) => {
+                let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+                report_plugins(&cfg, &config_dir_of(config.as_deref()), &dir)
             }
             Err(e) => config_failure(&e),
         },
@@ -224,7 +243,7 @@ fn main() -> ExitCode {
                     "demo: try `leitsystemd ctl walk-in ausweis`, `leitsystemd ctl open 1`, \
                      `leitsystemd ctl next 1`, `leitsystemd ctl state`"
                 );
-                run_daemon(cfg, dir)
+                run_daemon(cfg, config_dir_of(None), dir)
             }
             Err(e) => config_failure(&e),
         },
@@ -300,7 +319,67 @@ fn demo_data_dir() -> PathBuf {
     }
 }
 
-fn run_daemon(config: Config, data_dir: PathBuf) -> ExitCode {
+/// The directory relative plugin paths are resolved against: the config file's, or for the
+/// embedded demo config the binary's own (where cargo puts the driver plugins).
+fn config_dir_of(config: Option<&Path>) -> PathBuf {
+    let dir = match config {
+        Some(file) => file.parent().map(Path::to_path_buf),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf)),
+    };
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    dir.canonicalize().unwrap_or(dir)
+}
+
+fn report_plugins(config: &Config, config_dir: &Path, data_dir: &Path) -> ExitCode {
+    let specs = leitsystem::plugin_host::device_specs(config, config_dir, data_dir);
+    let mut failed = 0;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<8} {:<22} {:<4} {:<40} result",
+        "device", "role", "plugin", "abi", "file"
+    );
+    for spec in &specs {
+        let file = spec.plugin_path.display().to_string();
+        match leitsystem::plugin_host::probe_device(spec) {
+            Ok(plugin) => {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<8} {:<22} {:<4} {:<40} OK",
+                    spec.id,
+                    spec.role.as_str(),
+                    format!("{} {}", plugin.name, plugin.version),
+                    plugin.abi_version,
+                    file
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<8} {:<22} {:<4} {:<40} ERROR: {e}",
+                    spec.id,
+                    spec.role.as_str(),
+                    "-",
+                    "-",
+                    file
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        let _ = writeln!(out, "{failed} of {} devices failed", specs.len());
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_daemon(config: Config, config_dir: PathBuf, data_dir: PathBuf) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -319,7 +398,7 @@ fn run_daemon(config: Config, data_dir: PathBuf) -> ExitCode {
             wait_for_signal().await;
             signals.cancel();
         });
-        daemon::run(config, data_dir, shutdown).await
+        daemon::run(config, config_dir, data_dir, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -397,6 +476,7 @@ fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode
     let ticket = |t: String| TicketNumber::new(t);
     let command = match action {
         CtlAction::State => return ctl_send(socket, &ControlRequest::State),
+        CtlAction::Devices => return ctl_send(socket, &ControlRequest::Devices),
         CtlAction::Verify => return ctl_send(socket, &ControlRequest::Verify),
         CtlAction::WalkIn { service, priority } => Command::WalkIn {
             service: ServiceId::new(service),

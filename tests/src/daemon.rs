@@ -33,9 +33,14 @@ pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// Writes the demo config with `data_dir` as its data directory; returns its path.
+/// Writes the demo config without its simulated devices, with `data_dir` as its data
+/// directory; returns its path.
 pub fn write_demo_config(dir: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let text = leitsystem::config::DEMO_CONFIG.replace(
+    let core = leitsystem::config::DEMO_CONFIG
+        .split("# --- devices ---")
+        .next()
+        .unwrap_or_default();
+    let text = core.replace(
         "data_dir = \"/var/lib/leitsystem\"",
         &format!("data_dir = \"{}\"", data_dir.display()),
     );

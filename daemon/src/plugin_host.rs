@@ -1,0 +1,1009 @@
+//! The plugin host: loads driver plugins, runs one supervised instance per configured device,
+//! turns what devices report into commands for the engine, and feeds printers and displays
+//! from committed events.
+//!
+//! - **Loading** ([`load_plugin`]): each library is loaded once and never unloaded while the
+//!   process runs. Its descriptor's `size`, then `abi_version`, are checked before any other
+//!   call; a missing file, a non-library, a library without the entry symbol, an ABI mismatch
+//!   and a refused device config each get their own clear error naming file and plugin.
+//! - **Supervision**: a thread per device owns the plugin instance. A panic reported by the
+//!   plugin (caught at the boundary), a `failed` message (e.g. a plugin thread panicked) or a
+//!   refused `create` marks the device failed; it is destroyed and created again with
+//!   exponential backoff (0.5 s doubling to 30 s). The queue keeps working meanwhile.
+//! - **Emit** only copies the message into a bounded channel ([`EMIT_QUEUE`]); when it is full
+//!   the message is dropped and counted in the device's health, never blocking the plugin.
+//! - **One way in**: scanner codes become `check_in`, button presses become desk commands with
+//!   the press's `event_id` as idempotency key, all through the same [`EngineHandle`].
+//! - **Derived outputs**: printers get `print` jobs for `ticket_issued` events; displays get the
+//!   latest calls (ticket and desk only, never personal data) after `ticket_called`/`recalled`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, c_char, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use leitsystem_plugin::messages::{
+    ButtonAction, DeviceConfig, Role, decode_plugin_message, encode_host_message,
+};
+use leitsystem_plugin::{
+    ABI_VERSION, ENTRY_SYMBOL, EntryFn, HostApi, HostMessage, LogLevel, PluginDescriptor,
+    PluginMessage, ffi,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::daemon::EngineHandle;
+use crate::domain::{BookingId, Command, CommandRequest, DeskId, Event, Ticket, TicketOrigin};
+
+/// Messages from all devices waiting for the router; beyond this, emits are dropped.
+pub const EMIT_QUEUE: usize = 1024;
+/// Messages waiting for one device's supervisor.
+const DEVICE_QUEUE: usize = 64;
+/// First restart delay; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A device running this long without failing starts its backoff afresh.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Recent calls shown on a display.
+const DISPLAY_CALLS: usize = 8;
+
+/// Why a plugin or device could not be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PluginError {
+    /// No such file.
+    #[error("{path}: file not found")]
+    Missing {
+        /// The file.
+        path: String,
+    },
+    /// dlopen failed.
+    #[error("{path}: not a loadable shared library: {reason}")]
+    NotALibrary {
+        /// The file.
+        path: String,
+        /// The loader's reason.
+        reason: String,
+    },
+    /// No entry symbol.
+    #[error("{path}: no entry symbol `{ENTRY_SYMBOL}`: not a Leitsystem plugin")]
+    NoEntry {
+        /// The file.
+        path: String,
+    },
+    /// Built for another ABI.
+    #[error(
+        "{path}: plugin built for ABI version {found}, but this leitsystemd speaks ABI version {ABI_VERSION}"
+    )]
+    AbiMismatch {
+        /// The file.
+        path: String,
+        /// Its ABI version.
+        found: u32,
+    },
+    /// The descriptor is malformed.
+    #[error("{path}: invalid plugin descriptor: {reason}")]
+    BadDescriptor {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The plugin does not offer the configured role.
+    #[error("{path}: plugin '{plugin}' cannot be a {role} (it offers: {roles})")]
+    RoleUnsupported {
+        /// The file.
+        path: String,
+        /// Plugin name.
+        plugin: String,
+        /// Requested role.
+        role: String,
+        /// Offered roles.
+        roles: String,
+    },
+    /// `create` refused the device config (or panicked).
+    #[error("{path}: plugin '{plugin}' refused device '{device}': {reason}")]
+    CreateFailed {
+        /// The file.
+        path: String,
+        /// Plugin name.
+        plugin: String,
+        /// Device id.
+        device: String,
+        /// The plugin's reason.
+        reason: String,
+    },
+}
+
+/// A loaded plugin library (never unloaded).
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// Canonical file path.
+    pub path: PathBuf,
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// ABI version it was built for.
+    pub abi_version: u32,
+    /// Roles it offers.
+    pub roles: Vec<String>,
+    descriptor: DescriptorRef,
+}
+
+/// The static descriptor of a loaded (never unloaded) library.
+#[derive(Debug, Clone, Copy)]
+struct DescriptorRef(&'static PluginDescriptor);
+
+// SAFETY: the descriptor is immutable static data of a library that is never unloaded; its
+// functions are callable from any thread per the ABI.
+unsafe impl Send for DescriptorRef {}
+// SAFETY: as above.
+unsafe impl Sync for DescriptorRef {}
+
+impl std::ops::Deref for DescriptorRef {
+    type Target = PluginDescriptor;
+    fn deref(&self) -> &PluginDescriptor {
+        self.0
+    }
+}
+
+fn loaded_plugins() -> &'static Mutex<HashMap<PathBuf, Result<LoadedPlugin, PluginError>>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Result<LoadedPlugin, PluginError>>>> =
+        OnceLock::new();
+    LOADED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Finds a plugin file: a path (absolute, or relative to the config file's directory) when it
+/// contains a `/`, otherwise the first match in the search directories.
+pub fn resolve_plugin(plugin: &str, dirs: &[PathBuf], config_dir: &Path) -> PathBuf {
+    // `components()` drops inner `.` parts: `dir/./x.so` becomes `dir/x.so`.
+    resolve_unnormalized(plugin, dirs, config_dir)
+        .components()
+        .collect()
+}
+
+fn resolve_unnormalized(plugin: &str, dirs: &[PathBuf], config_dir: &Path) -> PathBuf {
+    if plugin.contains('/') {
+        return config_dir.join(plugin);
+    }
+    dirs.iter()
+        .map(|d| config_dir.join(d).join(plugin))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            dirs.first().map_or_else(
+                || config_dir.join(plugin),
+                |d| config_dir.join(d).join(plugin),
+            )
+        })
+}
+
+/// Loads a plugin (once per file) and checks its descriptor before any other call.
+pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(PluginError::Missing { path: shown });
+    }
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut cache = loaded_plugins()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(result) = cache.get(&key) {
+        return result.clone();
+    }
+    let result = load_uncached(&key, shown);
+    cache.insert(key, result.clone());
+    result
+}
+
+fn load_uncached(path: &Path, shown: String) -> Result<LoadedPlugin, PluginError> {
+    // SAFETY: loading a plugin runs its initialisers; plugins are trusted code installed by the
+    // admin, and this is the documented way to load them.
+    let library =
+        unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    // Never unloaded: a plugin's threads or statics may outlive any handle we could drop.
+    let library: &'static libloading::Library = Box::leak(Box::new(library));
+    // SAFETY: the symbol is declared by the ABI with this type.
+    let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {
+        PluginError::NoEntry {
+            path: shown.clone(),
+        }
+    })?;
+    // SAFETY: calling the entry is the first call the ABI allows; it returns a static pointer.
+    let raw = unsafe { entry() };
+    let bad = |reason: String| PluginError::BadDescriptor {
+        path: shown.clone(),
+        reason,
+    };
+    if raw.is_null() {
+        return Err(bad("the entry returned no descriptor".to_string()));
+    }
+    // SAFETY: every ABI version starts with `size: u32, abi_version: u32`; read only those
+    // before knowing the layout.
+    let (size, abi_version) = unsafe {
+        let words = raw.cast::<u32>();
+        (std::ptr::read(words), std::ptr::read(words.add(1)))
+    };
+    if abi_version != ABI_VERSION {
+        return Err(PluginError::AbiMismatch {
+            path: shown,
+            found: abi_version,
+        });
+    }
+    if (size as usize) < std::mem::size_of::<PluginDescriptor>() {
+        return Err(bad(format!(
+            "{size} bytes, but ABI {ABI_VERSION} needs {}",
+            std::mem::size_of::<PluginDescriptor>()
+        )));
+    }
+    // SAFETY: size and version say the full v1 layout is there; it is static.
+    let descriptor: &'static PluginDescriptor = unsafe { &*raw };
+    let text = |ptr: *const c_char, what: &str| -> Result<String, PluginError> {
+        if ptr.is_null() {
+            return Err(bad(format!("no {what}")));
+        }
+        // SAFETY: the ABI requires NUL-terminated static strings.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_str()
+            .map(str::to_string)
+            .map_err(|_| bad(format!("the {what} is not UTF-8")))
+    };
+    Ok(LoadedPlugin {
+        path: path.to_path_buf(),
+        name: text(descriptor.name, "name")?,
+        version: text(descriptor.version, "version")?,
+        abi_version,
+        roles: text(descriptor.roles, "roles")?
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect(),
+        descriptor: DescriptorRef(descriptor),
+    })
+}
+
+/// One configured device, resolved.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Device id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Desks it may act for (buttons); empty = any.
+    pub desks: Vec<String>,
+    /// The plugin file.
+    pub plugin_path: PathBuf,
+    /// Plugin options (JSON).
+    pub options: serde_json::Value,
+}
+
+fn parse_role(role: &str) -> Option<Role> {
+    Some(match role {
+        "scanner" => Role::Scanner,
+        "buttons" => Role::Buttons,
+        "printer" => Role::Printer,
+        "display" => Role::Display,
+        _ => return None,
+    })
+}
+
+/// Replaces `${data_dir}` in every string option.
+fn substitute(value: serde_json::Value, data_dir: &str) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => {
+            serde_json::Value::String(s.replace("${data_dir}", data_dir))
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(|v| substitute(v, data_dir)).collect())
+        }
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, substitute(v, data_dir)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The devices of a (validated) config. Plugin paths are resolved against `config_dir`;
+/// `${data_dir}` in string options becomes the data directory.
+pub fn device_specs(config: &Config, config_dir: &Path, data_dir: &Path) -> Vec<DeviceSpec> {
+    let data_dir = data_dir.display().to_string();
+    config
+        .devices
+        .iter()
+        .filter_map(|d| {
+            Some(DeviceSpec {
+                id: d.id.get_ref().clone(),
+                role: parse_role(d.role.get_ref())?,
+                desks: d.desks.iter().map(|s| s.get_ref().clone()).collect(),
+                plugin_path: resolve_plugin(d.plugin.get_ref(), &config.plugins.dirs, config_dir),
+                options: substitute(
+                    serde_json::to_value(&d.options).unwrap_or(serde_json::Value::Null),
+                    &data_dir,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Where a device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Being created.
+    Starting,
+    /// Created and working.
+    Running,
+    /// Failed; restarting after a backoff.
+    Failed,
+    /// The plugin could not be loaded; not retried until the daemon restarts.
+    NotLoaded,
+    /// Stopped at shutdown.
+    Stopped,
+}
+
+/// Health of one device, for the admin, the web and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    /// Device id.
+    pub id: String,
+    /// Role.
+    pub role: String,
+    /// Plugin file.
+    pub plugin_file: String,
+    /// Plugin name and version, once loaded.
+    pub plugin: Option<String>,
+    /// State.
+    pub state: DeviceState,
+    /// Whether the device reports a connection (scanner client, printer link).
+    pub connected: Option<bool>,
+    /// Printer paper level.
+    pub paper: Option<String>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Restarts since the daemon started.
+    pub restarts: u32,
+    /// Messages dropped because the host's queue was full.
+    pub dropped_messages: u64,
+}
+
+/// Device health by device id, shared with the control socket (and later the web).
+pub type DeviceRegistry = Arc<Mutex<BTreeMap<String, DeviceHealth>>>;
+
+fn update(registry: &DeviceRegistry, id: &str, change: impl FnOnce(&mut DeviceHealth)) {
+    let mut map = registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(health) = map.get_mut(id) {
+        change(health);
+    }
+}
+
+struct DeviceEvent {
+    device: Arc<str>,
+    bytes: Vec<u8>,
+}
+
+/// What the plugin's emit callback needs; owned by the supervisor for one instance's life.
+struct EmitContext {
+    device: Arc<str>,
+    tx: mpsc::Sender<DeviceEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+unsafe extern "C" fn host_emit(ctx: *mut c_void, message: *const u8, len: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        if ctx.is_null()
+            || message.is_null()
+            || len > leitsystem_plugin::messages::MAX_MESSAGE_BYTES
+        {
+            return;
+        }
+        // SAFETY: ctx is the EmitContext the supervisor keeps alive until destroy returned.
+        let ctx = unsafe { &*ctx.cast::<EmitContext>() };
+        // SAFETY: the plugin passes `len` readable bytes; we copy them before returning.
+        let bytes = unsafe { std::slice::from_raw_parts(message, len) }.to_vec();
+        let event = DeviceEvent {
+            device: ctx.device.clone(),
+            bytes,
+        };
+        if ctx.tx.try_send(event).is_err() {
+            ctx.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
+enum Supervise {
+    Deliver(HostMessage),
+    Restart(String),
+    Stop,
+}
+
+struct Instance {
+    plugin: LoadedPlugin,
+    raw: *mut c_void,
+    _context: Box<EmitContext>,
+    _api: Box<HostApi>,
+}
+
+fn error_text(buffer: &[c_char]) -> String {
+    // SAFETY: the buffer is zero-initialised and the plugin writes a NUL-terminated string
+    // within it; the last byte stays NUL.
+    unsafe { CStr::from_ptr(buffer.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Instance {
+    fn create(
+        plugin: &LoadedPlugin,
+        spec: &DeviceSpec,
+        tx: &mpsc::Sender<DeviceEvent>,
+        dropped: &Arc<AtomicU64>,
+    ) -> Result<Instance, (i32, String)> {
+        let context = Box::new(EmitContext {
+            device: Arc::from(spec.id.as_str()),
+            tx: tx.clone(),
+            dropped: dropped.clone(),
+        });
+        let api = Box::new(HostApi {
+            size: std::mem::size_of::<HostApi>() as u32,
+            abi_version: ABI_VERSION,
+            ctx: (&*context as *const EmitContext)
+                .cast_mut()
+                .cast::<c_void>(),
+            emit: host_emit,
+        });
+        let config = serde_json::to_vec(&DeviceConfig {
+            v: leitsystem_plugin::messages::MESSAGE_VERSION,
+            id: spec.id.clone(),
+            role: spec.role,
+            desks: spec.desks.clone(),
+            options: spec.options.clone(),
+        })
+        .unwrap_or_default();
+        let mut raw = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid buffers; `api` and `context` live as long as the instance.
+        let code = unsafe {
+            (plugin.descriptor.create)(
+                config.as_ptr(),
+                config.len(),
+                &*api,
+                &mut raw,
+                err.as_mut_ptr(),
+                err.len() - 1,
+            )
+        };
+        if code != ffi::OK || raw.is_null() {
+            return Err((code, error_text(&err)));
+        }
+        Ok(Instance {
+            plugin: plugin.clone(),
+            raw,
+            _context: context,
+            _api: api,
+        })
+    }
+
+    fn send(&self, message: &HostMessage) -> Result<(), (i32, String)> {
+        let body = encode_host_message(message);
+        let mut err = [0 as c_char; 512];
+        // SAFETY: a live instance of this plugin; valid buffers.
+        let code = unsafe {
+            (self.plugin.descriptor.send)(
+                self.raw,
+                body.as_ptr(),
+                body.len(),
+                err.as_mut_ptr(),
+                err.len() - 1,
+            )
+        };
+        if code == ffi::OK {
+            Ok(())
+        } else {
+            Err((code, error_text(&err)))
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: created by this plugin's create, destroyed exactly once; the emit context is
+        // dropped only after destroy returned.
+        unsafe { (self.plugin.descriptor.destroy)(self.raw) };
+    }
+}
+
+/// Checks a device as `leitsystemd plugins` does: load, role, create and destroy.
+pub fn probe_device(spec: &DeviceSpec) -> Result<LoadedPlugin, PluginError> {
+    let plugin = load_plugin(&spec.plugin_path)?;
+    check_role(&plugin, spec)?;
+    let (tx, _rx) = mpsc::channel(EMIT_QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    match Instance::create(&plugin, spec, &tx, &dropped) {
+        Ok(instance) => {
+            drop(instance);
+            Ok(plugin)
+        }
+        Err((_, reason)) => Err(PluginError::CreateFailed {
+            path: spec.plugin_path.display().to_string(),
+            plugin: plugin.name,
+            device: spec.id.clone(),
+            reason,
+        }),
+    }
+}
+
+fn check_role(plugin: &LoadedPlugin, spec: &DeviceSpec) -> Result<(), PluginError> {
+    if plugin.roles.iter().any(|r| r == spec.role.as_str()) {
+        Ok(())
+    } else {
+        Err(PluginError::RoleUnsupported {
+            path: spec.plugin_path.display().to_string(),
+            plugin: plugin.name.clone(),
+            role: spec.role.as_str().to_string(),
+            roles: plugin.roles.join(", "),
+        })
+    }
+}
+
+fn supervise(
+    plugin: LoadedPlugin,
+    spec: DeviceSpec,
+    inbox: Receiver<Supervise>,
+    events: mpsc::Sender<DeviceEvent>,
+    registry: DeviceRegistry,
+) {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut backoff = FIRST_BACKOFF;
+    let path = spec.plugin_path.display().to_string();
+    loop {
+        update(&registry, &spec.id, |h| h.state = DeviceState::Starting);
+        let failure = match Instance::create(&plugin, &spec, &events, &dropped) {
+            Err((code, reason)) => {
+                let what = if code == ffi::PANICKED {
+                    "panicked"
+                } else {
+                    "refused"
+                };
+                tracing::error!(device = %spec.id, plugin = %plugin.name, file = %path, "create {what}: {reason}");
+                reason
+            }
+            Ok(instance) => {
+                update(&registry, &spec.id, |h| {
+                    h.state = DeviceState::Running;
+                    h.plugin = Some(format!("{} {}", plugin.name, plugin.version));
+                });
+                tracing::info!(device = %spec.id, plugin = %plugin.name, role = spec.role.as_str(), "device running");
+                let started = Instant::now();
+                let failure = loop {
+                    let dropped_now = dropped.load(Ordering::Relaxed);
+                    update(&registry, &spec.id, |h| h.dropped_messages = dropped_now);
+                    match inbox.recv_timeout(Duration::from_secs(1)) {
+                        Ok(Supervise::Deliver(message)) => match instance.send(&message) {
+                            Ok(()) => {}
+                            Err((code, reason)) if code == ffi::PANICKED => break reason,
+                            Err((_, reason)) => {
+                                tracing::warn!(device = %spec.id, "message refused: {reason}");
+                                update(&registry, &spec.id, |h| h.last_error = Some(reason));
+                            }
+                        },
+                        Ok(Supervise::Restart(reason)) => break reason,
+                        Ok(Supervise::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                            drop(instance);
+                            update(&registry, &spec.id, |h| h.state = DeviceState::Stopped);
+                            return;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            if started.elapsed() >= HEALTHY_AFTER {
+                                backoff = FIRST_BACKOFF;
+                            }
+                        }
+                    }
+                };
+                tracing::error!(device = %spec.id, plugin = %plugin.name, "device failed: {failure}");
+                drop(instance);
+                failure
+            }
+        };
+        update(&registry, &spec.id, |h| {
+            h.state = DeviceState::Failed;
+            h.last_error = Some(failure.clone());
+            h.restarts += 1;
+        });
+        // Wait out the backoff, but stop at once when asked.
+        let until = Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match inbox.recv_timeout(left) {
+                Ok(Supervise::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    update(&registry, &spec.id, |h| h.state = DeviceState::Stopped);
+                    return;
+                }
+                Ok(Supervise::Deliver(_)) => {
+                    tracing::warn!(device = %spec.id, "device is restarting; a message was not delivered");
+                }
+                Ok(Supervise::Restart(_)) | Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The running devices.
+pub struct PluginHost {
+    devices: Vec<(
+        DeviceSpec,
+        SyncSender<Supervise>,
+        std::thread::JoinHandle<()>,
+    )>,
+    registry: DeviceRegistry,
+}
+
+impl PluginHost {
+    /// Loads every configured device's plugin and starts the ones that load; the others are
+    /// reported (file, plugin, reason) and marked `not_loaded`. Spawns the router and the
+    /// output tasks on the current tokio runtime.
+    pub fn start(
+        specs: Vec<DeviceSpec>,
+        catalog: Arc<Catalog>,
+        engine: EngineHandle,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> PluginHost {
+        let registry: DeviceRegistry = Arc::new(Mutex::new(BTreeMap::new()));
+        let (events_tx, events_rx) = mpsc::channel(EMIT_QUEUE);
+        let mut devices = Vec::new();
+        for spec in specs {
+            registry
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(
+                    spec.id.clone(),
+                    DeviceHealth {
+                        id: spec.id.clone(),
+                        role: spec.role.as_str().to_string(),
+                        plugin_file: spec.plugin_path.display().to_string(),
+                        plugin: None,
+                        state: DeviceState::Starting,
+                        connected: None,
+                        paper: None,
+                        last_error: None,
+                        restarts: 0,
+                        dropped_messages: 0,
+                    },
+                );
+            let loaded = load_plugin(&spec.plugin_path).and_then(|p| {
+                check_role(&p, &spec)?;
+                Ok(p)
+            });
+            let plugin = match loaded {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(device = %spec.id, "device not started: {e}");
+                    update(&registry, &spec.id, |h| {
+                        h.state = DeviceState::NotLoaded;
+                        h.last_error = Some(e.to_string());
+                    });
+                    continue;
+                }
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel(DEVICE_QUEUE);
+            let thread_spec = spec.clone();
+            let thread_events = events_tx.clone();
+            let thread_registry = registry.clone();
+            match std::thread::Builder::new()
+                .name(format!("device-{}", spec.id))
+                .spawn(move || supervise(plugin, thread_spec, rx, thread_events, thread_registry))
+            {
+                Ok(thread) => devices.push((spec, tx, thread)),
+                Err(e) => tracing::error!(device = %spec.id, "cannot start its thread: {e}"),
+            }
+        }
+        let host = PluginHost { devices, registry };
+        let outputs = host.outputs();
+        tracker.spawn(route(
+            events_rx,
+            host.routes(),
+            engine.clone(),
+            host.registry.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(derive_outputs(
+            engine.subscribe(),
+            outputs,
+            catalog,
+            shutdown,
+        ));
+        host
+    }
+
+    /// Device health, shared.
+    pub fn registry(&self) -> DeviceRegistry {
+        self.registry.clone()
+    }
+
+    fn routes(&self) -> HashMap<String, (DeviceSpec, SyncSender<Supervise>)> {
+        self.devices
+            .iter()
+            .map(|(spec, tx, _)| (spec.id.clone(), (spec.clone(), tx.clone())))
+            .collect()
+    }
+
+    fn outputs(&self) -> Vec<(Role, String, SyncSender<Supervise>)> {
+        self.devices
+            .iter()
+            .filter(|(spec, _, _)| matches!(spec.role, Role::Printer | Role::Display))
+            .map(|(spec, tx, _)| (spec.role, spec.id.clone(), tx.clone()))
+            .collect()
+    }
+
+    /// Stops every device (destroying its instance) and waits for the supervisors.
+    pub fn stop(self) {
+        for (_, tx, _) in &self.devices {
+            let _ = tx.try_send(Supervise::Stop);
+        }
+        for (spec, tx, thread) in self.devices {
+            drop(tx);
+            if thread.join().is_err() {
+                tracing::error!(device = %spec.id, "supervisor ended abnormally");
+            }
+        }
+    }
+}
+
+fn button_command(action: ButtonAction, desk: DeskId) -> Command {
+    match action {
+        ButtonAction::Next => Command::CallNext { desk },
+        ButtonAction::Recall => Command::Recall { desk },
+        ButtonAction::Start => Command::StartService { desk },
+        ButtonAction::Finish => Command::Finish { desk },
+        ButtonAction::NoShow => Command::NoShow { desk },
+        ButtonAction::Park => Command::Park { desk },
+        ButtonAction::Open => Command::OpenDesk { desk },
+        ButtonAction::Pause => Command::PauseDesk { desk },
+        ButtonAction::Close => Command::CloseDesk { desk },
+    }
+}
+
+/// Turns device reports into engine commands and health updates.
+async fn route(
+    mut events: mpsc::Receiver<DeviceEvent>,
+    devices: HashMap<String, (DeviceSpec, SyncSender<Supervise>)>,
+    engine: EngineHandle,
+    registry: DeviceRegistry,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => match event { Some(e) => e, None => return },
+        };
+        let id = event.device.to_string();
+        let Some((spec, supervisor)) = devices.get(&id) else {
+            continue;
+        };
+        let message = match decode_plugin_message(&event.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(device = %id, "malformed message from the plugin: {e}");
+                continue;
+            }
+        };
+        let command = match message {
+            PluginMessage::Scanned { code } if spec.role == Role::Scanner => {
+                let code = code.trim().to_string();
+                if code.is_empty() || code.len() > 512 {
+                    tracing::warn!(device = %id, "scanned code of {} bytes ignored", code.len());
+                    continue;
+                }
+                Some((
+                    None,
+                    Command::CheckIn {
+                        booking: BookingId::new(code),
+                    },
+                ))
+            }
+            PluginMessage::Button {
+                desk,
+                action,
+                event_id,
+            } if spec.role == Role::Buttons => {
+                if !spec.desks.is_empty() && !spec.desks.contains(&desk) {
+                    tracing::warn!(device = %id, desk = %desk, "button for a desk this device is not bound to");
+                    continue;
+                }
+                Some((
+                    Some(format!("{id}:{event_id}")),
+                    button_command(action, DeskId::new(desk)),
+                ))
+            }
+            PluginMessage::Connection { connected, detail } => {
+                tracing::info!(device = %id, connected, detail = detail.as_deref().unwrap_or(""), "connection");
+                update(&registry, &id, |h| h.connected = Some(connected));
+                None
+            }
+            PluginMessage::PrintDone { job } => {
+                tracing::info!(device = %id, job = %job, "printed");
+                None
+            }
+            PluginMessage::PrintFailed { job, reason } => {
+                tracing::warn!(device = %id, job = %job, "print failed: {reason}");
+                update(&registry, &id, |h| {
+                    h.last_error = Some(format!("print {job} failed: {reason}"))
+                });
+                None
+            }
+            PluginMessage::PrinterStatus {
+                paper,
+                cover_open,
+                online,
+            } => {
+                let paper = serde_json::to_value(paper)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
+                update(&registry, &id, |h| {
+                    h.paper = paper;
+                    h.connected = Some(online && !cover_open);
+                });
+                None
+            }
+            PluginMessage::Failed { reason } => {
+                let _ = supervisor.try_send(Supervise::Restart(reason));
+                None
+            }
+            PluginMessage::Log { level, message } => {
+                match level {
+                    LogLevel::Debug => tracing::debug!(device = %id, "{message}"),
+                    LogLevel::Info => tracing::info!(device = %id, "{message}"),
+                    LogLevel::Warn => tracing::warn!(device = %id, "{message}"),
+                    LogLevel::Error => tracing::error!(device = %id, "{message}"),
+                }
+                None
+            }
+            other => {
+                tracing::warn!(device = %id, role = spec.role.as_str(), "message not expected from this role: {other:?}");
+                None
+            }
+        };
+        if let Some((request_id, command)) = command {
+            let request = CommandRequest {
+                request_id,
+                source: format!("{}:{id}", spec.role.as_str()),
+                command,
+            };
+            // The engine logs the outcome; the kiosk shows it once the web issue lands.
+            let _ = engine.execute(request).await;
+        }
+    }
+}
+
+/// The public display state: the latest calls, ticket and desk only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisplayState {
+    /// Newest first.
+    pub calls: Vec<DisplayCall>,
+}
+
+/// One call on the display.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisplayCall {
+    /// Call number.
+    pub ticket: String,
+    /// Desk id.
+    pub desk: String,
+    /// Desk label (German).
+    pub desk_label: String,
+    /// When.
+    pub at: i64,
+    /// A recall rather than the first call.
+    pub recall: bool,
+}
+
+fn ticket_document(ticket: &Ticket, catalog: &Catalog) -> serde_json::Value {
+    let service = catalog.services.get(&ticket.service);
+    let department = service.and_then(|s| catalog.departments.get(&s.department));
+    let text = |t: &crate::config::Text| serde_json::json!({"de": t.de, "en": t.en});
+    serde_json::json!({
+        "town": catalog.town,
+        "office": catalog.site_name,
+        "ticket": ticket.number,
+        "service": service.map(|s| text(&s.name)),
+        "waiting_area": department.map(|d| text(&d.waiting_area)),
+        "documents": service.map(|s| s.documents.iter().map(text).collect::<Vec<_>>()).unwrap_or_default(),
+        "desk": ticket.preferred_desk,
+        "appointment": match &ticket.origin {
+            TicketOrigin::Appointment { slot_start, .. } => Some(catalog.calendar.local_hhmm(*slot_start)),
+            TicketOrigin::WalkIn { .. } => None,
+        },
+        "issued_at": catalog.calendar.local_rfc3339(ticket.issued_at),
+    })
+}
+
+/// Printers and displays, fed from committed events.
+async fn derive_outputs(
+    mut committed: tokio::sync::broadcast::Receiver<Arc<crate::domain::EventRecord>>,
+    outputs: Vec<(Role, String, SyncSender<Supervise>)>,
+    catalog: Arc<Catalog>,
+    shutdown: CancellationToken,
+) {
+    let mut display = DisplayState::default();
+    let deliver = |role: Role, message: HostMessage| {
+        for (r, id, tx) in &outputs {
+            if *r == role && tx.try_send(Supervise::Deliver(message.clone())).is_err() {
+                tracing::warn!(device = %id, "device queue full; message not delivered");
+            }
+        }
+    };
+    loop {
+        let record = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            record = committed.recv() => record,
+        };
+        let record = match record {
+            Ok(r) => r,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "device outputs fell behind the event log");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        match &record.event {
+            Event::TicketIssued { ticket } => deliver(
+                Role::Printer,
+                HostMessage::Print {
+                    job: format!("{}-{}", ticket.day, ticket.number),
+                    document: ticket_document(ticket, &catalog),
+                },
+            ),
+            Event::TicketCalled { ticket, desk, .. } | Event::TicketRecalled { ticket, desk } => {
+                let recall = matches!(record.event, Event::TicketRecalled { .. });
+                display.calls.insert(
+                    0,
+                    DisplayCall {
+                        ticket: ticket.to_string(),
+                        desk: desk.to_string(),
+                        desk_label: catalog
+                            .desks
+                            .get(desk)
+                            .map(|d| d.label.de.clone())
+                            .unwrap_or_default(),
+                        at: record.at,
+                        recall,
+                    },
+                );
+                display.calls.truncate(DISPLAY_CALLS);
+                deliver(
+                    Role::Display,
+                    HostMessage::Display {
+                        state: serde_json::to_value(&display).unwrap_or_default(),
+                    },
+                );
+            }
+            Event::DayStarted { .. } => {
+                display.calls.clear();
+                deliver(
+                    Role::Display,
+                    HostMessage::Display {
+                        state: serde_json::to_value(&display).unwrap_or_default(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+}
