@@ -57,12 +57,9 @@ enum Cmd {
     /// Load every configured device's plugin and report, per device: id, plugin file, plugin
     /// name and version, ABI version, role, and OK or the error. Exit 1 if any failed.
     Plugins {
-        /// Config file.
+        /// Config file (default: the embedded demo config).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Data directory (for `${data_dir}` in device options).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
     },
     /// Check a stopped daemon's store: replay the log and compare it with the views.
     Verify {
@@ -228,11 +225,8 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
-        Cmd::Plugins { config, data_dir } => match load_config_or_demo(config.as_deref()) {
-            Ok(cfg) => {
-                let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
-                report_plugins(&cfg, &config_dir_of(config.as_deref()), &dir)
-            }
+        Cmd::Plugins { config } => match load_config_or_demo(config.as_deref()) {
+            Ok(cfg) => report_plugins(&cfg, &config_dir_of(config.as_deref())),
             Err(e) => config_failure(&e),
         },
         Cmd::Demo { data_dir } => match Config::demo() {
@@ -334,8 +328,18 @@ fn config_dir_of(config: Option<&Path>) -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-fn report_plugins(config: &Config, config_dir: &Path, data_dir: &Path) -> ExitCode {
-    let specs = leitsystem::plugin_host::device_specs(config, config_dir, data_dir);
+fn report_plugins(config: &Config, config_dir: &Path) -> ExitCode {
+    // Probing creates each device once; `${data_dir}` points at a scratch directory so the
+    // check never writes into the real data directory (a printer would create its job folder
+    // there, and a data directory holding files but no store is refused as foreign).
+    let scratch = std::env::temp_dir().join(format!("leitsystemd-plugins-{}", std::process::id()));
+    let specs = leitsystem::plugin_host::device_specs(config, config_dir, &scratch);
+    let code = probe_all(&specs);
+    let _ = std::fs::remove_dir_all(&scratch);
+    code
+}
+
+fn probe_all(specs: &[leitsystem::plugin_host::DeviceSpec]) -> ExitCode {
     let mut failed = 0;
     let mut out = std::io::stdout();
     let _ = writeln!(
@@ -343,7 +347,7 @@ fn report_plugins(config: &Config, config_dir: &Path, data_dir: &Path) -> ExitCo
         "{:<16} {:<8} {:<22} {:<4} {:<40} result",
         "device", "role", "plugin", "abi", "file"
     );
-    for spec in &specs {
+    for spec in specs {
         let file = spec.plugin_path.display().to_string();
         match leitsystem::plugin_host::probe_device(spec) {
             Ok(plugin) => {

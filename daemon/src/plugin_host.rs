@@ -394,31 +394,44 @@ struct DeviceEvent {
     bytes: Vec<u8>,
 }
 
-/// What the plugin's emit callback needs; owned by the supervisor for one instance's life.
-struct EmitContext {
+/// Where one instance's emits go.
+struct EmitTarget {
     device: Arc<str>,
     tx: mpsc::Sender<DeviceEvent>,
     dropped: Arc<AtomicU64>,
 }
 
+/// Live instances' emit targets by handle. The `ctx` handed to a plugin is such a handle, not
+/// a pointer: a plugin that (wrongly) emits after `destroy`, e.g. from a thread it failed to
+/// stop, finds no target and its message is dropped, instead of touching freed memory
+/// (measured: with a pointer this crashed the daemon with SIGSEGV).
+fn emit_targets() -> &'static std::sync::RwLock<HashMap<usize, EmitTarget>> {
+    static TARGETS: OnceLock<std::sync::RwLock<HashMap<usize, EmitTarget>>> = OnceLock::new();
+    TARGETS.get_or_init(|| std::sync::RwLock::new(HashMap::new()))
+}
+
+static NEXT_EMIT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
 unsafe extern "C" fn host_emit(ctx: *mut c_void, message: *const u8, len: usize) {
     let _ = std::panic::catch_unwind(|| {
-        if ctx.is_null()
-            || message.is_null()
-            || len > leitsystem_plugin::messages::MAX_MESSAGE_BYTES
-        {
+        if message.is_null() || len > leitsystem_plugin::messages::MAX_MESSAGE_BYTES {
             return;
         }
-        // SAFETY: ctx is the EmitContext the supervisor keeps alive until destroy returned.
-        let ctx = unsafe { &*ctx.cast::<EmitContext>() };
+        let handle = ctx as usize;
+        let targets = emit_targets()
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(target) = targets.get(&handle) else {
+            return;
+        };
         // SAFETY: the plugin passes `len` readable bytes; we copy them before returning.
         let bytes = unsafe { std::slice::from_raw_parts(message, len) }.to_vec();
         let event = DeviceEvent {
-            device: ctx.device.clone(),
+            device: target.device.clone(),
             bytes,
         };
-        if ctx.tx.try_send(event).is_err() {
-            ctx.dropped.fetch_add(1, Ordering::Relaxed);
+        if target.tx.try_send(event).is_err() {
+            target.dropped.fetch_add(1, Ordering::Relaxed);
         }
     });
 }
@@ -432,7 +445,7 @@ enum Supervise {
 struct Instance {
     plugin: LoadedPlugin,
     raw: *mut c_void,
-    _context: Box<EmitContext>,
+    emit_handle: usize,
     _api: Box<HostApi>,
 }
 
@@ -451,17 +464,23 @@ impl Instance {
         tx: &mpsc::Sender<DeviceEvent>,
         dropped: &Arc<AtomicU64>,
     ) -> Result<Instance, (i32, String)> {
-        let context = Box::new(EmitContext {
-            device: Arc::from(spec.id.as_str()),
-            tx: tx.clone(),
-            dropped: dropped.clone(),
-        });
+        let emit_handle = NEXT_EMIT_HANDLE.fetch_add(1, Ordering::Relaxed) as usize;
+        emit_targets()
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                emit_handle,
+                EmitTarget {
+                    device: Arc::from(spec.id.as_str()),
+                    tx: tx.clone(),
+                    dropped: dropped.clone(),
+                },
+            );
         let api = Box::new(HostApi {
             size: std::mem::size_of::<HostApi>() as u32,
             abi_version: ABI_VERSION,
-            ctx: (&*context as *const EmitContext)
-                .cast_mut()
-                .cast::<c_void>(),
+            // An opaque handle, deliberately not a pointer (see `emit_targets`).
+            ctx: emit_handle as *mut c_void,
             emit: host_emit,
         });
         let config = serde_json::to_vec(&DeviceConfig {
@@ -486,12 +505,13 @@ impl Instance {
             )
         };
         if code != ffi::OK || raw.is_null() {
+            unregister_emit(emit_handle);
             return Err((code, error_text(&err)));
         }
         Ok(Instance {
             plugin: plugin.clone(),
             raw,
-            _context: context,
+            emit_handle,
             _api: api,
         })
     }
@@ -517,11 +537,18 @@ impl Instance {
     }
 }
 
+fn unregister_emit(handle: usize) {
+    emit_targets()
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&handle);
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
-        // SAFETY: created by this plugin's create, destroyed exactly once; the emit context is
-        // dropped only after destroy returned.
+        // SAFETY: created by this plugin's create, destroyed exactly once.
         unsafe { (self.plugin.descriptor.destroy)(self.raw) };
+        unregister_emit(self.emit_handle);
     }
 }
 

@@ -131,6 +131,11 @@ impl Daemon {
             .with_context(|| format!("connecting to {}", self.socket.display()))
     }
 
+    /// The exit status, if the daemon has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -214,4 +219,88 @@ pub fn assert_consistent(daemon: &Daemon) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The directory holding the built binaries and plugins (`target/<profile>`).
+pub fn build_dir() -> anyhow::Result<PathBuf> {
+    Ok(daemon_binary()?
+        .parent()
+        .context("the daemon binary has no directory")?
+        .to_path_buf())
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Writes the demo config without its devices plus `[plugins] dirs = [<build dir>]` and the
+/// given `[[device]]` entries; returns its path.
+pub fn write_config_with_devices(
+    dir: &Path,
+    data_dir: &Path,
+    devices: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = write_demo_config(dir, data_dir)?;
+    let mut text = std::fs::read_to_string(&path)?;
+    text.push_str(&format!(
+        "\n[plugins]\ndirs = [\"{}\"]\n\n{devices}\n",
+        build_dir()?.display()
+    ));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Compiles a C plugin source with the system compiler (`-I plugins/include`); the error
+/// names the Debian package when `cc` is missing.
+pub fn compile_c_plugin(source: &Path, out: &Path, defines: &[&str]) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new("cc");
+    command
+        .args(["-shared", "-fPIC", "-O2", "-D_GNU_SOURCE"])
+        .arg("-I")
+        .arg(root.join("plugins/include"));
+    for define in defines {
+        command.arg(format!("-D{define}"));
+    }
+    let status = command
+        .arg(root.join(source))
+        .arg("-o")
+        .arg(out)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run `cc` ({e}): install the Debian package gcc"))?;
+    if !status.success() {
+        bail!("compiling {} failed", source.display());
+    }
+    Ok(out.to_path_buf())
+}
+
+/// Waits (bounded) until `check` returns Some.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check()? {
+            return Ok(value);
+        }
+        if started.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one line to a simulated device's TCP port and returns its answer.
+pub fn device_line(port: u16, line: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer)?;
+    Ok(answer.trim().to_string())
 }

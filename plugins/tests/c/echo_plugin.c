@@ -6,6 +6,11 @@
 
 #include "leitsystem_plugin.h"
 
+/* Tests build a variant with another ABI version to check that the host refuses it. */
+#ifndef TEST_ABI_VERSION
+#define TEST_ABI_VERSION LEITSYSTEM_PLUGIN_ABI_VERSION
+#endif
+
 typedef struct echo {
     ls_host_api host;
     unsigned long received;
@@ -58,7 +63,7 @@ static void echo_destroy(void *instance) { free(instance); }
 
 static const ls_plugin_descriptor DESCRIPTOR = {
     .size = sizeof(ls_plugin_descriptor),
-    .abi_version = LEITSYSTEM_PLUGIN_ABI_VERSION,
+    .abi_version = TEST_ABI_VERSION,
     .name = "c-echo",
     .version = "1.0.0",
     .roles = "display",

@@ -1,0 +1,428 @@
+//! Driver plugins in the real daemon, with the real built `.so` files: a scan on the sim
+//! scanner prints a ticket, "next" on the sim buttons reaches the display; broken plugins (ABI
+//! mismatch, no entry symbol, not a library, missing) are refused with clear errors while the
+//! other devices keep working; panics in create, in a message handler and on a plugin thread
+//! leave the daemon running and the device restarted; a plugin written in C runs as a device.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use leitsystem::control::ControlRequest;
+use leitsystem::domain::{BookingId, BookingInput, Command, DeskId, ServiceId};
+use leitsystem::plugin_host::{DeviceHealth, DeviceState};
+use leitsystem_tests::daemon::{
+    Daemon, assert_consistent, build_dir, compile_c_plugin, daemon_binary, device_line, free_port,
+    request, wait_for, write_config_with_devices,
+};
+
+fn execute(daemon: &Daemon, command: Command) -> anyhow::Result<()> {
+    let response = request(
+        daemon,
+        &ControlRequest::Execute {
+            request_id: None,
+            command,
+        },
+    )?;
+    if !response.ok {
+        bail!("command refused: {:?}", response.error);
+    }
+    Ok(())
+}
+
+fn devices(daemon: &Daemon) -> anyhow::Result<Vec<DeviceHealth>> {
+    let response = request(daemon, &ControlRequest::Devices)
+        .with_context(|| format!("daemon log:\n{}", daemon.log_tail()))?;
+    response.devices.context("no devices in the answer")
+}
+
+fn device(daemon: &Daemon, id: &str) -> anyhow::Result<DeviceHealth> {
+    devices(daemon)?
+        .into_iter()
+        .find(|d| d.id == id)
+        .with_context(|| format!("no device {id}"))
+}
+
+fn sim_devices(scanner: u16, buttons: u16) -> String {
+    format!(
+        r#"
+[[device]]
+id = "scanner"
+plugin = "libleitsystem_sim.so"
+role = "scanner"
+options = {{ port = {scanner} }}
+
+[[device]]
+id = "buttons"
+plugin = "libleitsystem_sim.so"
+role = "buttons"
+desks = ["1", "3"]
+options = {{ port = {buttons} }}
+
+[[device]]
+id = "printer"
+plugin = "libleitsystem_sim.so"
+role = "printer"
+options = {{ dir = "${{data_dir}}/printed", paper_out_file = "${{data_dir}}/paper-out" }}
+
+[[device]]
+id = "display"
+plugin = "libleitsystem_sim.so"
+role = "display"
+options = {{ file = "${{data_dir}}/display.json" }}
+"#
+    )
+}
+
+fn book(daemon: &Daemon, id: &str) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    execute(
+        daemon,
+        Command::UpsertBooking {
+            booking: BookingInput {
+                id: BookingId::new(id),
+                version: 1,
+                service: ServiceId::new("meldung"),
+                slot_start: now + 10 * 60_000,
+                duration_minutes: 15,
+                desk: None,
+                personal: None,
+            },
+        },
+    )
+}
+
+/// Scans `booking` and waits for its printed ticket; returns the ticket number.
+fn scan_and_print(
+    daemon: &Daemon,
+    data: &Path,
+    scanner: u16,
+    booking: &str,
+) -> anyhow::Result<String> {
+    book(daemon, booking)?;
+    wait_for("the scanner to listen", Duration::from_secs(10), || {
+        Ok(device_line(scanner, booking).ok())
+    })?;
+    wait_for("a printed ticket", Duration::from_secs(10), || {
+        let Ok(entries) = std::fs::read_dir(data.join("printed")) else {
+            return Ok(None);
+        };
+        for entry in entries {
+            let body = std::fs::read_to_string(entry?.path())?;
+            let ticket: serde_json::Value = serde_json::from_str(&body)?;
+            if ticket["appointment"].is_string() {
+                return Ok(ticket["ticket"].as_str().map(str::to_string));
+            }
+        }
+        Ok(None)
+    })
+}
+
+#[test]
+fn a_scan_prints_a_ticket_and_a_button_press_reaches_the_display() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let config = write_config_with_devices(dir.path(), &data, &sim_devices(scanner, buttons))?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    let ticket = scan_and_print(&daemon, &data, scanner, "B-100")?;
+    assert_eq!(ticket, "M-001");
+
+    assert_eq!(device_line(buttons, "1 open")?, "OK");
+    assert_eq!(device_line(buttons, "1 next")?, "OK");
+    let shown = wait_for("the call on the display", Duration::from_secs(10), || {
+        let Ok(body) = std::fs::read_to_string(data.join("display.json")) else {
+            return Ok(None);
+        };
+        let state: serde_json::Value = serde_json::from_str(&body)?;
+        Ok((state["calls"][0]["ticket"] == "M-001").then_some(state))
+    })?;
+    assert_eq!(shown["calls"][0]["desk"], "1");
+    assert!(
+        !shown.to_string().contains("B-100"),
+        "the display shows no booking data: {shown}"
+    );
+
+    // A button for a desk this box is not bound to changes nothing.
+    assert_eq!(device_line(buttons, "2 open")?, "OK");
+    let state = request(&daemon, &ControlRequest::State)?
+        .state
+        .context("state")?;
+    let desk2 = state
+        .desks
+        .iter()
+        .find(|d| d.id == DeskId::new("2"))
+        .context("desk 2")?;
+    assert_eq!(desk2.mode, leitsystem::domain::DeskMode::Closed);
+    for d in devices(&daemon)? {
+        assert_eq!(d.state, DeviceState::Running, "{d:?}");
+    }
+    assert_consistent(&daemon)?;
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn broken_plugins_are_refused_clearly_and_the_other_devices_keep_working() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let abi99 = compile_c_plugin(
+        Path::new("plugins/tests/c/echo_plugin.c"),
+        &dir.path().join("abi99.so"),
+        &["TEST_ABI_VERSION=99"],
+    )?;
+    let no_entry = compile_c_plugin(
+        Path::new("tests/c/no_entry.c"),
+        &dir.path().join("noentry.so"),
+        &[],
+    )?;
+    let fake = dir.path().join("fake.so");
+    std::fs::write(&fake, "this is a text file, not a library\n")?;
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let broken = format!(
+        r#"
+[[device]]
+id = "abi"
+plugin = "{}"
+role = "display"
+
+[[device]]
+id = "noentry"
+plugin = "{}"
+role = "display"
+
+[[device]]
+id = "fake"
+plugin = "{}"
+role = "display"
+
+[[device]]
+id = "missing"
+plugin = "libnot_there.so"
+role = "display"
+
+[[device]]
+id = "wrongrole"
+plugin = "libleitsystem_sim.so"
+role = "display"
+options = {{ }}
+"#,
+        abi99.display(),
+        no_entry.display(),
+        fake.display()
+    );
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!("{}{broken}", sim_devices(scanner, buttons)),
+    )?;
+
+    // `leitsystemd plugins` reports each device with its error and fails.
+    let out = std::process::Command::new(daemon_binary()?)
+        .args(["plugins", "--config", &config.display().to_string()])
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "plugin built for ABI version 99, but this leitsystemd speaks ABI version 1",
+        "no entry symbol `leitsystem_plugin_entry`: not a Leitsystem plugin",
+        "fake.so: not a loadable shared library",
+        "libnot_there.so: file not found",
+        "refused device 'wrongrole': option 'file' (a path) is missing",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing '{expected}' in:\n{report}"
+        );
+    }
+    let scanner_line = report
+        .lines()
+        .find(|l| l.starts_with("scanner"))
+        .unwrap_or_default();
+    assert!(
+        scanner_line.contains("sim 0.1.0")
+            && scanner_line.contains(" 1 ")
+            && scanner_line.ends_with("OK"),
+        "{report}"
+    );
+    assert!(
+        !data.exists(),
+        "checking the plugins must not write into the data directory"
+    );
+
+    // The daemon runs anyway: broken devices are reported, the others work.
+    let daemon = Daemon::start(&config, &data, &[])?;
+    for (id, text) in [
+        ("abi", "ABI version 99"),
+        ("noentry", "no entry symbol"),
+        ("fake", "not a loadable"),
+        ("missing", "file not found"),
+    ] {
+        let health = device(&daemon, id)?;
+        assert_eq!(health.state, DeviceState::NotLoaded, "{health:?}");
+        assert!(
+            health.last_error.as_deref().unwrap_or("").contains(text),
+            "{health:?}"
+        );
+    }
+    let wrong = wait_for(
+        "the refused device to be marked failed",
+        Duration::from_secs(10),
+        || {
+            let h = device(&daemon, "wrongrole")?;
+            Ok((h.state == DeviceState::Failed).then_some(h))
+        },
+    )?;
+    assert!(
+        wrong
+            .last_error
+            .unwrap_or_default()
+            .contains("option 'file'")
+    );
+    assert_eq!(scan_and_print(&daemon, &data, scanner, "B-200")?, "M-001");
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn panicking_plugins_are_restarted_and_the_daemon_survives() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let panicky = r#"
+[[device]]
+id = "panic-create"
+plugin = "libleitsystem_panicky.so"
+role = "display"
+options = { panic_in = "create" }
+
+[[device]]
+id = "panic-message"
+plugin = "libleitsystem_panicky.so"
+role = "display"
+options = { panic_in = "message" }
+
+[[device]]
+id = "panic-thread"
+plugin = "libleitsystem_panicky.so"
+role = "display"
+options = { panic_in = "thread" }
+"#;
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!("{}{panicky}", sim_devices(scanner, buttons)),
+    )?;
+    let mut daemon = Daemon::start(&config, &data, &[])?;
+    // A call sends a display message to every display, the panicking one included.
+    execute(
+        &daemon,
+        Command::WalkIn {
+            service: ServiceId::new("ausweis"),
+            priority: 1,
+        },
+    )?;
+    execute(
+        &daemon,
+        Command::OpenDesk {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    execute(
+        &daemon,
+        Command::CallNext {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    for (id, reason) in [
+        (
+            "panic-create",
+            "panicked in create: deliberate panic in create",
+        ),
+        (
+            "panic-message",
+            "panicked handling a message: deliberate panic handling a message",
+        ),
+        (
+            "panic-thread",
+            "thread 'panicky-worker' panicked: deliberate panic on a plugin thread",
+        ),
+    ] {
+        let health = wait_for(
+            &format!("{id} to be restarted"),
+            Duration::from_secs(15),
+            || {
+                if let Some(status) = daemon.try_status() {
+                    bail!(
+                        "leitsystemd exited with {status}; log:\n{}",
+                        daemon.log_tail()
+                    );
+                }
+                let h = device(&daemon, id)?;
+                Ok((h.restarts >= 1 && h.last_error.as_deref() == Some(reason)).then_some(h))
+            },
+        )?;
+        assert!(health.restarts >= 1, "{health:?}");
+    }
+    // The queue and the good devices keep working.
+    assert_eq!(scan_and_print(&daemon, &data, scanner, "B-300")?, "M-001");
+    assert_consistent(&daemon)?;
+    assert!(
+        daemon.terminate()?.success(),
+        "a clean stop despite the panicking plugins"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_plugin_written_in_c_runs_as_a_device() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let echo = compile_c_plugin(
+        Path::new("plugins/tests/c/echo_plugin.c"),
+        &dir.path().join("libecho.so"),
+        &[],
+    )?;
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!(
+            "[[device]]\nid = \"c-display\"\nplugin = \"{}\"\nrole = \"display\"\n",
+            echo.display()
+        ),
+    )?;
+    let daemon = Daemon::start(&config, &data, &[("RUST_LOG", "info")])?;
+    assert_eq!(
+        device(&daemon, "c-display")?.plugin.as_deref(),
+        Some("c-echo 1.0.0")
+    );
+    execute(
+        &daemon,
+        Command::WalkIn {
+            service: ServiceId::new("ausweis"),
+            priority: 1,
+        },
+    )?;
+    execute(
+        &daemon,
+        Command::OpenDesk {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    execute(
+        &daemon,
+        Command::CallNext {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    wait_for("the C plugin's log line", Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(&daemon.log)?
+            .contains("C plugin got message 1 of")
+            .then_some(()))
+    })?;
+    let _ = build_dir()?;
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
