@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/as-root.sh
+# Rust links with the system C compiler.
+if ! command -v cc >/dev/null 2>&1; then
+  echo "installing gcc (the linker Rust needs)" >&2
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y gcc libc6-dev
+fi
 source .ci/ensure-rust.sh
 cargo build --release -p leitsystemd -p leitsystem-sim
 echo "Leitsystem demo running. In another terminal try:" >&2

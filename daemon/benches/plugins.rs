@@ -35,7 +35,9 @@ fn main() -> BenchResult {
     }
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let data = base.path().join("data");
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
     let display = data.join("display.json");
     let core = leitsystem::config::DEMO_CONFIG
         .split("# --- devices ---")
@@ -75,7 +77,10 @@ fn main() -> BenchResult {
             micros(percentile(lat, 99))
         );
     };
-    row("button plugin -> host -> engine (durable) -> display plugin", &plugin_lat);
+    row(
+        "button plugin -> host -> engine (durable) -> display plugin",
+        &plugin_lat,
+    );
     row("baseline: in-process channel round trip", &channel_lat);
     println!(
         "ratio p50 plugin round trip / channel round trip: {:.0}",
@@ -97,7 +102,11 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 type Latencies = (Vec<Duration>, Vec<Duration>);
 
-fn measure(data: &Path, port: u16, display: &Path) -> Result<Latencies, Box<dyn std::error::Error>> {
+fn measure(
+    data: &Path,
+    port: u16,
+    display: &Path,
+) -> Result<Latencies, Box<dyn std::error::Error>> {
     let socket = data.join("control.sock");
     let started = Instant::now();
     let mut control = loop {
@@ -109,8 +118,15 @@ fn measure(data: &Path, port: u16, display: &Path) -> Result<Latencies, Box<dyn 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut execute = |command: Command| control.request(&ControlRequest::Execute { request_id: None, command });
-    execute(Command::OpenDesk { desk: DeskId::new("1") })?;
+    let mut execute = |command: Command| {
+        control.request(&ControlRequest::Execute {
+            request_id: None,
+            command,
+        })
+    };
+    execute(Command::OpenDesk {
+        desk: DeskId::new("1"),
+    })?;
     let buttons = loop {
         if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
             break stream;
@@ -125,7 +141,10 @@ fn measure(data: &Path, port: u16, display: &Path) -> Result<Latencies, Box<dyn 
     let mut reader = BufReader::new(buttons);
     let mut plugin = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS + 20 {
-        let issued = execute(Command::WalkIn { service: ServiceId::new("ausweis"), priority: 1 })?;
+        let issued = execute(Command::WalkIn {
+            service: ServiceId::new("ausweis"),
+            priority: 1,
+        })?;
         let ticket = match issued.outcome {
             Some(leitsystem::domain::Outcome::TicketIssued { ticket, .. }) => ticket.to_string(),
             other => return Err(format!("walk-in answered {other:?}").into()),

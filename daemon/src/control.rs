@@ -243,17 +243,26 @@ async fn serve_connection(
         if read == 0 {
             return Ok(());
         }
-        let response = if line.len() > MAX_LINE {
+        if line.len() > MAX_LINE {
             let response = ControlResponse::error(
                 "bad_request",
                 format!("request longer than {MAX_LINE} bytes"),
             );
-            write_response(&mut write, &response).await?;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                written = write_response(&mut write, &response) => written?,
+            }
             return Ok(());
-        } else {
-            handle_line(&line, &engine, &devices).await
-        };
-        write_response(&mut write, &response).await?;
+        }
+        // A client that stops reading must not hold up shutdown (it would keep the engine
+        // handle alive): the answer and its write give way to the shutdown signal.
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            written = async {
+                let response = handle_line(&line, &engine, &devices).await;
+                write_response(&mut write, &response).await
+            } => written?,
+        }
     }
 }
 

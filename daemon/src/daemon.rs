@@ -39,8 +39,9 @@ pub enum ExecuteError {
     /// The engine refused it; nothing changed.
     #[error(transparent)]
     Rejected(#[from] CommandError),
-    /// It could not be stored durably; it did not happen.
-    #[error("the command could not be stored: {0}")]
+    /// Storing failed; whether it happened is unknown until the daemon restarted (read the
+    /// state again then).
+    #[error("the store failed: {0}")]
     Storage(String),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
@@ -175,7 +176,16 @@ pub fn spawn_engine(
     let committed = events.clone();
     let thread = std::thread::Builder::new()
         .name("engine".to_string())
-        .spawn(move || engine_loop(engine, store, clock, rx, fatal, committed))?;
+        .spawn(move || {
+            let on_panic = fatal.clone();
+            let run = std::panic::AssertUnwindSafe(|| {
+                engine_loop(engine, store, clock, rx, fatal, committed)
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("the engine thread panicked; stopping");
+                on_panic.cancel();
+            }
+        })?;
     Ok((EngineHandle { tx, events }, thread))
 }
 
@@ -228,21 +238,16 @@ fn engine_loop(
         let pending = engine.take_pending();
         if !pending.is_empty() {
             if let Err(e) = store.commit(&pending) {
-                tracing::error!(error = %e, "commit failed; reloading the last durable state");
-                let message = e.to_string();
-                for (reply, result) in answers.drain(..) {
-                    let _ = reply.send(result.and(Err(ExecuteError::Storage(message.clone()))));
+                // The batch may be in sled already while its fsync failed: we can neither say
+                // "it happened" nor "it did not". Stop; the next start's recovery (and the
+                // witness check) decides, and systemd restarts us.
+                tracing::error!(error = %e, "commit failed; stopping so recovery can decide");
+                let message = format!("{e}; the outcome is unknown and the daemon restarts");
+                for (reply, _) in answers.drain(..) {
+                    let _ = reply.send(Err(ExecuteError::Storage(message.clone())));
                 }
-                match store.load() {
-                    Ok(loaded) => {
-                        engine = Engine::from_loaded(engine.catalog().clone(), loaded);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot reload the store; stopping");
-                        fatal.cancel();
-                        return;
-                    }
-                }
+                fatal.cancel();
+                return;
             } else {
                 for record in pending.records {
                     // No subscriber is fine; they only derive outputs.
@@ -441,9 +446,15 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&socket_path);
     // The engine thread ends once the last handle is gone, after answering what was queued.
-    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-    if !matches!(joined, Ok(Ok(()))) {
-        tracing::error!("the engine thread ended abnormally");
+    let joined = tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        tokio::task::spawn_blocking(move || engine_thread.join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => tracing::error!("the engine did not stop within the grace period"),
+        _ => tracing::error!("the engine thread ended abnormally"),
     }
     if failed {
         anyhow::bail!("stopped after a fatal store error");

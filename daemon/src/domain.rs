@@ -273,7 +273,7 @@ impl PersonalData {
 pub enum ForwardTarget {
     /// Queue for another service, any desk serving it.
     Service(ServiceId),
-    /// Queue for a specific desk (keeps the service unless the desk does not serve it).
+    /// Queue for a specific desk, keeping the service; refused if that desk does not serve it.
     Desk(DeskId),
 }
 

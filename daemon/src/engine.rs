@@ -371,8 +371,11 @@ impl State {
                 if let Some(t) = self.tickets.get_mut(ticket) {
                     match requeue_at {
                         Some(when) => {
+                            // Back of the line: the visitor who did not come does not jump
+                            // ahead of those who waited meanwhile.
                             t.state = TicketState::Waiting;
                             t.not_before = Some(*when);
+                            t.queued_at = *when;
                         }
                         None => {
                             t.state = TicketState::NoShow;
@@ -557,8 +560,13 @@ impl Engine {
     ) -> Result<Executed, CommandError> {
         let now = now.max(self.state.clock);
         self.advance_to(now);
-        if let Some(id) = &request.request_id {
-            if let Some(outcome) = self.requests.get(id) {
+        // Idempotency keys are scoped by input: the kiosk's "1" is not the web's "1".
+        let request_key = request
+            .request_id
+            .as_ref()
+            .map(|id| format!("{}\u{1f}{id}", request.source));
+        if let Some(key) = &request_key {
+            if let Some(outcome) = self.requests.get(key) {
                 return Ok(Executed {
                     outcome: outcome.clone(),
                     duplicate: true,
@@ -576,9 +584,9 @@ impl Engine {
             Some(outcome) => outcome,
             None => self.issued_outcome(&decided.issued, decided.late_as_walk_in),
         };
-        if let Some(id) = &request.request_id {
-            self.requests.insert(id.clone(), outcome.clone());
-            self.pending.requests.push((id.clone(), outcome.clone()));
+        if let Some(key) = request_key {
+            self.requests.insert(key.clone(), outcome.clone());
+            self.pending.requests.push((key, outcome.clone()));
         }
         Ok(Executed {
             outcome,

@@ -146,7 +146,25 @@ impl Default for StoreOptions {
 struct FormatMarker {
     format: String,
     schema_version: u32,
+    /// `creating` until a new store is complete; then `ready`.
+    #[serde(default)]
+    state: MarkerState,
 }
+
+/// Whether the store behind a marker was completely created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum MarkerState {
+    /// Creation began; nothing was ever acknowledged from this store.
+    Creating,
+    /// Created; the store holds acknowledged data.
+    #[default]
+    Ready,
+}
+
+/// Names a fresh data directory may already hold: our own leftovers of an interrupted first
+/// start, and the `lost+found` of a dedicated partition mounted there.
+const IGNORED_IN_FRESH_DIR: [&str; 3] = ["lost+found", "FORMAT.tmp", "control.sock"];
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct FileSum {
@@ -213,36 +231,59 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&marker_path)(e)),
         };
-        let fresh = marker.is_none();
-        if let Some(marker) = &marker {
-            if marker.schema_version > SCHEMA_VERSION {
-                return Err(StoreError::NewerSchema {
-                    dir: dir.to_path_buf(),
-                    found: marker.schema_version,
-                    supported: SCHEMA_VERSION,
-                });
+        let fresh = match &marker {
+            Some(marker) if marker.state == MarkerState::Creating => {
+                // A first start was interrupted before the store was complete; nothing was ever
+                // acknowledged from it, so creation starts over.
+                tracing::warn!(dir = %dir.display(), "an interrupted store creation is redone");
+                for leftover in [CLEAN_FILE, WITNESS_FILE] {
+                    let _ = std::fs::remove_file(dir.join(leftover));
+                }
+                if store_dir.exists() {
+                    std::fs::remove_dir_all(&store_dir).map_err(io_err(&store_dir))?;
+                }
+                true
             }
-            if !store_dir.join("db").is_file() {
-                return Err(StoreError::Corrupt {
-                    dir: dir.to_path_buf(),
-                    reason: format!("{FORMAT_FILE} is present but {STORE_DIR}/db is missing"),
-                });
+            Some(marker) => {
+                if marker.schema_version > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        dir: dir.to_path_buf(),
+                        found: marker.schema_version,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                if !store_dir.join("db").is_file() {
+                    return Err(StoreError::Corrupt {
+                        dir: dir.to_path_buf(),
+                        reason: format!("{FORMAT_FILE} is present but {STORE_DIR}/db is missing"),
+                    });
+                }
+                false
             }
-        } else {
-            let entries: Vec<String> = std::fs::read_dir(dir)
-                .map_err(io_err(dir))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            if !entries.is_empty() {
-                let mut found: Vec<String> = entries.into_iter().take(3).collect();
-                found.sort();
-                return Err(StoreError::Foreign {
-                    dir: dir.to_path_buf(),
-                    found: found.join(", "),
-                });
+            None => {
+                let mut found: Vec<String> = std::fs::read_dir(dir)
+                    .map_err(io_err(dir))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !IGNORED_IN_FRESH_DIR.contains(&name.as_str()))
+                    .collect();
+                if !found.is_empty() {
+                    found.sort();
+                    found.truncate(3);
+                    return Err(StoreError::Foreign {
+                        dir: dir.to_path_buf(),
+                        found: found.join(", "),
+                    });
+                }
+                // Claim the directory first: from here on an interrupted creation is
+                // recognised as ours and redone, never mistaken for foreign data.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    let _ = fsync_path(parent);
+                }
+                write_marker(dir, SCHEMA_VERSION, MarkerState::Creating)?;
+                true
             }
-        }
+        };
 
         let clean_path = dir.join(CLEAN_FILE);
         let clean =
@@ -273,12 +314,13 @@ impl Store {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
 
-        let db = open_sled_with_retry(&store_dir, options)?;
         if clean.is_some() {
-            // From here on the files change; the manifest no longer describes them.
+            // sled rewrites files while opening: the manifest must be gone (durably) before,
+            // or a crash during the open would leave it next to files it no longer matches.
             std::fs::remove_file(&clean_path).map_err(io_err(&clean_path))?;
             fsync_path(dir)?;
         }
+        let db = open_sled_with_retry(&store_dir, options)?;
         let db_err = |source| StoreError::Database {
             dir: dir.to_path_buf(),
             source,
@@ -311,7 +353,7 @@ impl Store {
                     .insert(b"m/schema", &SCHEMA_VERSION.to_be_bytes())
                     .map_err(db_err)?;
                 store.make_durable()?;
-                write_marker(dir, SCHEMA_VERSION)?;
+                write_marker(dir, SCHEMA_VERSION, MarkerState::Ready)?;
             }
             (false, None) => {
                 return Err(StoreError::Corrupt {
@@ -702,10 +744,11 @@ fn parse_marker(dir: &Path, bytes: &[u8]) -> Result<FormatMarker, StoreError> {
     Ok(marker)
 }
 
-fn write_marker(dir: &Path, schema_version: u32) -> Result<(), StoreError> {
+fn write_marker(dir: &Path, schema_version: u32, state: MarkerState) -> Result<(), StoreError> {
     let marker = FormatMarker {
         format: FORMAT_NAME.to_string(),
         schema_version,
+        state,
     };
     write_small_file(
         dir,

@@ -600,3 +600,49 @@ fn a_clock_running_backwards_never_moves_events_back() {
     let times: Vec<_> = sim.log().iter().map(|r| r.at).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
+
+#[test]
+fn a_requeued_no_show_goes_to_the_back_of_the_line() {
+    let mut sim = Sim::with_policy(|p| {
+        p.no_show_requeue_delay = 5 * MINUTE;
+        p.max_calls = 2;
+    });
+    sim.open("1");
+    sim.at("09:00");
+    let absent = sim.walk_in("ausweis");
+    sim.at("09:01");
+    let present = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), absent);
+    sim.ok(Command::NoShow {
+        desk: DeskId::new("1"),
+    });
+    sim.at("09:06");
+    assert_eq!(sim.next("1"), present, "the visitor who waited goes first");
+    assert_eq!(sim.next("1"), absent);
+}
+
+#[test]
+fn request_ids_are_scoped_by_input() {
+    let mut sim = Sim::new();
+    let walk_in = |service: &str| leitsystem::domain::CommandRequest {
+        request_id: Some("1".to_string()),
+        source: String::new(),
+        command: Command::WalkIn {
+            service: ServiceId::new(service),
+            priority: 1,
+        },
+    };
+    let mut kiosk = walk_in("ausweis");
+    kiosk.source = "kiosk".to_string();
+    let mut web = walk_in("meldung");
+    web.source = "web".to_string();
+    let now = sim.now;
+    let first = sim.engine.execute(&kiosk, now).map(|e| e.duplicate);
+    let second = sim.engine.execute(&web, now).map(|e| e.duplicate);
+    assert_eq!((first, second), (Ok(false), Ok(false)));
+    assert_eq!(sim.state().tickets.len(), 2);
+    assert_eq!(
+        sim.engine.execute(&kiosk, now).map(|e| e.duplicate),
+        Ok(true)
+    );
+}

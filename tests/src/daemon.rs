@@ -63,6 +63,13 @@ impl Daemon {
     /// Starts `leitsystemd run --config CONFIG --data-dir DATA` with extra environment and
     /// waits until it answers on its control socket.
     pub fn start(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let mut daemon = Self::spawn(config, data_dir, env)?;
+        daemon.wait_ready(Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon without waiting until it is ready (to kill it during startup).
+    pub fn spawn(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
         let log = data_dir.with_extension("log");
         let log_file = File::options()
             .create(true)
@@ -84,13 +91,11 @@ impl Daemon {
             command.env(key, value);
         }
         let child = command.spawn().context("starting leitsystemd")?;
-        let mut daemon = Daemon {
+        Ok(Daemon {
             child,
             socket: data_dir.join("control.sock"),
             log,
-        };
-        daemon.wait_ready(Duration::from_secs(20))?;
-        Ok(daemon)
+        })
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {

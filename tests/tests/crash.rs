@@ -138,3 +138,53 @@ fn acknowledged_commands_survive_200_random_sigkills() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// SIGKILL during startup: while a fresh store is being created, and while a cleanly stopped
+/// store is being checked and opened. The next start must always succeed with nothing lost.
+#[test]
+fn kills_during_startup_never_leave_a_store_that_will_not_open() -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("startup kill seed: {seed} (set LEITSYSTEM_TEST_SEED to repeat)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for round in 0..40 {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let config = write_demo_config(dir.path(), &data)?;
+
+        // Killed while creating the store.
+        let early = Daemon::spawn(&config, &data, &[])?;
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+        early.kill9()?;
+        let daemon = Daemon::start(&config, &data, &[])
+            .with_context(|| format!("round {round}: start after a kill during creation"))?;
+        let issued = daemon.client()?.request(&ControlRequest::Execute {
+            request_id: Some(format!("startup-{round}")),
+            command: leitsystem::domain::Command::WalkIn {
+                service: leitsystem::domain::ServiceId::new("ausweis"),
+                priority: 1,
+            },
+        })?;
+        if !issued.ok {
+            bail!("round {round}: walk-in refused: {:?}", issued.error);
+        }
+        let status = daemon.terminate()?;
+        if !status.success() {
+            bail!("round {round}: stop ended with {status}");
+        }
+
+        // Killed while checking and opening a cleanly stopped store.
+        let early = Daemon::spawn(&config, &data, &[])?;
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+        early.kill9()?;
+        let daemon = Daemon::start(&config, &data, &[])
+            .with_context(|| format!("round {round}: start after a kill while opening"))?;
+        let state = daemon.client()?.request(&ControlRequest::State)?;
+        let tickets = state.state.map(|s| s.tickets.len()).unwrap_or(0);
+        if tickets != 1 {
+            bail!("round {round}: the acknowledged ticket is gone ({tickets} tickets)");
+        }
+        assert_consistent(&daemon)?;
+        daemon.kill9()?;
+    }
+    Ok(())
+}
