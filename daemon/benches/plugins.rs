@@ -9,6 +9,9 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
+mod common;
+use common::percentile;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -91,13 +94,6 @@ fn main() -> BenchResult {
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 type Latencies = (Vec<Duration>, Vec<Duration>);

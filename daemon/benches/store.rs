@@ -12,6 +12,9 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
+mod common;
+use common::percentile;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,13 +227,6 @@ fn status_kib(path: &str, field: &str) -> u64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 fn dir_size(dir: &std::path::Path) -> std::io::Result<u64> {

@@ -30,6 +30,29 @@ fn execute(daemon: &Daemon, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A walk-in, desk 1 opens and calls it: sends a `display` message to every display.
+fn issue_and_call(daemon: &Daemon) -> anyhow::Result<()> {
+    execute(
+        daemon,
+        Command::WalkIn {
+            service: ServiceId::new("ausweis"),
+            priority: 1,
+        },
+    )?;
+    execute(
+        daemon,
+        Command::OpenDesk {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    execute(
+        daemon,
+        Command::CallNext {
+            desk: DeskId::new("1"),
+        },
+    )
+}
+
 fn devices(daemon: &Daemon) -> anyhow::Result<Vec<DeviceHealth>> {
     let response = request(daemon, &ControlRequest::Devices)
         .with_context(|| format!("daemon log:\n{}", daemon.log_tail()))?;
@@ -317,25 +340,7 @@ options = { panic_in = "thread" }
     )?;
     let mut daemon = Daemon::start(&config, &data, &[])?;
     // A call sends a display message to every display, the panicking one included.
-    execute(
-        &daemon,
-        Command::WalkIn {
-            service: ServiceId::new("ausweis"),
-            priority: 1,
-        },
-    )?;
-    execute(
-        &daemon,
-        Command::OpenDesk {
-            desk: DeskId::new("1"),
-        },
-    )?;
-    execute(
-        &daemon,
-        Command::CallNext {
-            desk: DeskId::new("1"),
-        },
-    )?;
+    issue_and_call(&daemon)?;
     for (id, reason) in [
         (
             "panic-create",
@@ -398,25 +403,7 @@ fn a_plugin_written_in_c_runs_as_a_device() -> anyhow::Result<()> {
         device(&daemon, "c-display")?.plugin.as_deref(),
         Some("c-echo 1.0.0")
     );
-    execute(
-        &daemon,
-        Command::WalkIn {
-            service: ServiceId::new("ausweis"),
-            priority: 1,
-        },
-    )?;
-    execute(
-        &daemon,
-        Command::OpenDesk {
-            desk: DeskId::new("1"),
-        },
-    )?;
-    execute(
-        &daemon,
-        Command::CallNext {
-            desk: DeskId::new("1"),
-        },
-    )?;
+    issue_and_call(&daemon)?;
     wait_for("the C plugin's log line", Duration::from_secs(10), || {
         Ok(std::fs::read_to_string(&daemon.log)?
             .contains("C plugin got message 1 of")
