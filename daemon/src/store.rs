@@ -297,28 +297,34 @@ impl Store {
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err(&clean_path)(e)),
             };
-        if let Some(clean) = &clean {
-            let found = file_sums(&store_dir)?;
-            if found != clean.files {
-                return Err(StoreError::Corrupt {
-                    dir: dir.to_path_buf(),
-                    reason: format!(
-                        "the store files changed since the clean shutdown ({}); nothing was \
-                         touched: restore the data directory from a backup",
-                        describe_difference(&clean.files, &found)
-                    ),
-                });
-            }
-        }
         let witness: Option<Witness> = std::fs::read(dir.join(WITNESS_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-
-        if clean.is_some() {
-            // sled rewrites files while opening: the manifest must be gone (durably) before,
-            // or a crash during the open would leave it next to files it no longer matches.
-            std::fs::remove_file(&clean_path).map_err(io_err(&clean_path))?;
-            fsync_path(dir)?;
+        if !fresh {
+            // Hold sled's own lock (flock on store/db) while checking and tidying, so no live
+            // process is touched; sled takes the lock itself right after.
+            let guard = lock_with_retry(&store_dir.join("db"), &store_dir, options.lock_wait)?;
+            if let Some(clean) = &clean {
+                let found = file_sums(&store_dir)?;
+                if found != clean.files {
+                    return Err(StoreError::Corrupt {
+                        dir: dir.to_path_buf(),
+                        reason: format!(
+                            "the store files changed since the clean shutdown ({}); nothing was \
+                             touched: restore the data directory from a backup",
+                            describe_difference(&clean.files, &found)
+                        ),
+                    });
+                }
+            }
+            if clean.is_some() {
+                // sled rewrites files while opening: the manifest must be gone (durably) before,
+                // or a crash during the open would leave it next to files it no longer matches.
+                std::fs::remove_file(&clean_path).map_err(io_err(&clean_path))?;
+                fsync_path(dir)?;
+            }
+            remove_interrupted_snapshots(&store_dir)?;
+            drop(guard);
         }
         let db = open_sled_with_retry(&store_dir, options)?;
         let db_err = |source| StoreError::Database {
@@ -833,6 +839,51 @@ fn describe_difference(expected: &[FileSum], found: &[FileSum]) -> String {
     }
 }
 
+/// Takes an exclusive `flock` on `path` (the lock sled uses), retrying up to `wait`.
+fn lock_with_retry(path: &Path, dir: &Path, wait: Duration) -> Result<File, StoreError> {
+    use std::os::unix::io::AsRawFd;
+    let file = File::open(path).map_err(io_err(path))?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if locked {
+            return Ok(file);
+        }
+        if started.elapsed() >= wait {
+            return Err(StoreError::Locked {
+                dir: dir.to_path_buf(),
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        tracing::info!(dir = %dir.display(), "store still locked, retrying");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Removes `snap.*.generating` files: snapshots whose writing was interrupted (sled writes
+/// them, fsyncs, then renames; older snapshots are deleted only after the rename). sled 0.34
+/// would pick such a partial file as the newest snapshot and refuse to open ("empty/corrupt
+/// snapshot file found"), measured by killing the daemon while sled opened a store.
+fn remove_interrupted_snapshots(store_dir: &Path) -> Result<(), StoreError> {
+    let mut removed = false;
+    for entry in std::fs::read_dir(store_dir).map_err(io_err(store_dir))? {
+        let entry = entry.map_err(io_err(store_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing an interrupted snapshot");
+            std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+            removed = true;
+        }
+    }
+    if removed {
+        fsync_path(store_dir)?;
+    }
+    Ok(())
+}
+
 fn open_sled_with_retry(store_dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
@@ -916,6 +967,17 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("schema 99"), "{err}");
         assert!(err.contains("supports up to 1"), "{err}");
+    }
+
+    #[test]
+    fn an_interrupted_snapshot_does_not_stop_the_store_from_opening() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        drop(Store::open(dir.path(), &StoreOptions::default()).unwrap_or_else(|e| panic!("{e}")));
+        // What a crash while sled writes a snapshot leaves behind: a partial, unrenamed file.
+        let partial = dir.path().join("store/snap.00000000FFFFFFFF.generating");
+        std::fs::write(&partial, b"partial").unwrap_or_else(|e| panic!("{e}"));
+        Store::open(dir.path(), &StoreOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!partial.exists());
     }
 
     #[test]
