@@ -26,6 +26,8 @@ use crate::plugin_host::{DeviceHealth, DeviceRegistry};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest accepted idempotency key.
+pub const MAX_REQUEST_ID: usize = 200;
 /// Most control connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 
@@ -166,7 +168,18 @@ pub enum ControlServerError {
 
 /// Binds the control socket, replacing a stale socket file left by a crash.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlServerError> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            // Never delete something that is not a stale socket of ours.
+            return Err(ControlServerError::Bind {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                ),
+            });
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlServerError::InUse(path.to_path_buf()));
         }
@@ -289,6 +302,15 @@ async fn handle_line(
             request_id,
             command,
         } => {
+            if request_id
+                .as_ref()
+                .is_some_and(|id| id.len() > MAX_REQUEST_ID)
+            {
+                return ControlResponse::error(
+                    "bad_request",
+                    format!("request_id longer than {MAX_REQUEST_ID} bytes"),
+                );
+            }
             let request = CommandRequest {
                 request_id,
                 source: "ctl".to_string(),

@@ -1135,6 +1135,9 @@ impl Engine {
         if day < today {
             return Err(invalid("the slot lies before today"));
         }
+        if input.slot_start > calendar.start_of_day(today) + 400 * 24 * 60 * MINUTE {
+            return Err(invalid("the slot lies more than a year ahead"));
+        }
         if let Some(personal) = &input.personal {
             let too_long = |f: &Option<String>| f.as_ref().is_some_and(|s| s.len() > 1_000);
             if too_long(&personal.name) || too_long(&personal.note) {

@@ -361,3 +361,18 @@ fn after_a_crash_a_recovery_that_loses_confirmed_events_is_refused() -> anyhow::
     assert!(stderr.contains("restore"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn a_file_in_the_way_of_the_control_socket_is_not_deleted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (config, data) = make_store(dir.path())?;
+    let in_the_way = data.join("control.sock");
+    std::fs::write(&in_the_way, b"someone's notes")?;
+    let stderr = run_refused(&config, &data)?;
+    assert!(
+        stderr.contains("a file that is not a socket is in the way"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&in_the_way)?, b"someone's notes");
+    Ok(())
+}
