@@ -108,7 +108,10 @@ fn book(daemon: &Daemon, id: &str) -> anyhow::Result<()> {
                 id: BookingId::new(id),
                 version: 1,
                 service: ServiceId::new("meldung"),
-                slot_start: now + 10 * 60_000,
+                // Now: always today (a slot minutes ahead falls on tomorrow just before
+                // midnight, and check-in is then refused as the wrong day) and within the
+                // check-in window.
+                slot_start: now,
                 duration_minutes: 15,
                 desk: None,
                 personal: None,
