@@ -42,35 +42,19 @@ fn main() -> BenchResult {
         .local_addr()?
         .port();
     let display = data.join("display.json");
-    let core = leitsystem::config::DEMO_CONFIG
-        .split("# --- devices ---")
-        .next()
-        .unwrap_or_default()
-        .replace(
-            "data_dir = \"/var/lib/leitsystem\"",
-            &format!("data_dir = \"{}\"", data.display()),
-        );
     let config = base.path().join("bench.toml");
-    std::fs::write(
+    common::write_config(
         &config,
-        format!(
-            "{core}\n[plugins]\ndirs = [\"{}\"]\n\n[[device]]\nid = \"buttons\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"buttons\"\noptions = {{ port = {port} }}\n\n[[device]]\nid = \"display\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"display\"\noptions = {{ file = \"{}\" }}\n",
+        &data,
+        &format!(
+            "[plugins]\ndirs = [\"{}\"]\n\n[[device]]\nid = \"buttons\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"buttons\"\noptions = {{ port = {port} }}\n\n[[device]]\nid = \"display\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"display\"\noptions = {{ file = \"{}\" }}\n",
             build_dir.display(),
             display.display()
         ),
     )?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leitsystemd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    let result = measure(&data, port, &display);
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    child.wait()?;
+    let mut daemon = common::BenchDaemon::start(&config, &data)?;
+    let result = measure(&mut daemon.client, port, &display);
+    drop(daemon);
     let (plugin_lat, channel_lat) = result?;
     println!("{:<62} {:>10} {:>10}", "", "p50 µs", "p99 µs");
     let row = |name: &str, lat: &[Duration]| {
@@ -99,21 +83,11 @@ fn micros(d: Duration) -> f64 {
 type Latencies = (Vec<Duration>, Vec<Duration>);
 
 fn measure(
-    data: &Path,
+    control: &mut ControlClient,
     port: u16,
     display: &Path,
 ) -> Result<Latencies, Box<dyn std::error::Error>> {
-    let socket = data.join("control.sock");
     let started = Instant::now();
-    let mut control = loop {
-        if let Ok(client) = ControlClient::connect(&socket) {
-            break client;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err("the daemon did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
     let mut execute = |command: Command| {
         control.request(&ControlRequest::Execute {
             request_id: None,

@@ -149,33 +149,10 @@ fn daemon_memory(
     base: &std::path::Path,
     data: &std::path::Path,
 ) -> Result<(u64, u64), Box<dyn std::error::Error>> {
-    use leitsystem::control::{ControlClient, ControlRequest};
+    use leitsystem::control::ControlRequest;
     let config = base.join("bench.toml");
-    std::fs::write(
-        &config,
-        leitsystem::config::DEMO_CONFIG.replace(
-            "data_dir = \"/var/lib/leitsystem\"",
-            &format!("data_dir = \"{}\"", data.display()),
-        ),
-    )?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leitsystemd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    let socket = data.join("control.sock");
-    let started = Instant::now();
-    let mut client = loop {
-        if let Ok(client) = ControlClient::connect(&socket) {
-            break client;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            return Err("the daemon did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    common::write_config(&config, data, "")?;
+    let mut daemon = common::BenchDaemon::start(&config, data)?;
     for i in 0..1_000 {
         let command = if i % 2 == 0 {
             Command::WalkIn {
@@ -188,26 +165,22 @@ fn daemon_memory(
             }
         };
         if i < 4 {
-            client.request(&ControlRequest::Execute {
+            daemon.client.request(&ControlRequest::Execute {
                 request_id: None,
                 command: Command::OpenDesk {
                     desk: DeskId::new((i + 1).to_string()),
                 },
             })?;
         }
-        client.request(&ControlRequest::Execute {
+        daemon.client.request(&ControlRequest::Execute {
             request_id: None,
             command,
         })?;
     }
-    let status = format!("/proc/{}/status", child.id());
+    let status = format!("/proc/{}/status", daemon.pid());
     let rss = status_kib(&status, "VmRSS");
     let peak = status_kib(&status, "VmHWM");
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    child.wait()?;
+    drop(daemon);
     Ok((rss, peak))
 }
 

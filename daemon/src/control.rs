@@ -6,6 +6,8 @@
 //! - `{"op":"execute","request_id":"r-1","command":{"type":"walk_in","service":"ausweis"}}`
 //! - `{"op":"state"}` (today's tickets, desks, waiting counts, estimated waits)
 //! - `{"op":"verify"}` (replays the log and compares it with the views and the live state)
+//! - `{"op":"devices"}` (health of every configured device)
+//! - `{"op":"events","from_seq":1,"limit":100}` (the durable log, at most 10,000 per request)
 //!
 //! Response, one line: `{"ok":true,...}` or `{"ok":false,"error":{"code":..,"message":..}}`.
 

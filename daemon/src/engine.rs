@@ -1249,9 +1249,23 @@ impl Engine {
         Ok(best.map(|t| t.number.clone()))
     }
 
-    /// Estimated wait for a ticket of `service` issued now: the visitors ahead times the mean
-    /// service time, shared among the open desks serving it.
+    /// Estimated wait for a ticket of `service` issued now: the visitors waiting times the
+    /// mean service time, shared among the open desks serving it.
     pub fn estimated_wait(&self, service: &ServiceId) -> Millis {
+        self.wait_behind(service, self.waiting_for(service))
+    }
+
+    fn waiting_for(&self, service: &ServiceId) -> i64 {
+        self.state
+            .tickets
+            .values()
+            .filter(|t| t.state == TicketState::Waiting && &t.service == service)
+            .count() as i64
+    }
+
+    /// The wait behind `ahead` visitors of `service`, from measured service times (the
+    /// configured expectation until one is measured) and the open desks serving it.
+    fn wait_behind(&self, service: &ServiceId, ahead: i64) -> Millis {
         let mean = self
             .state
             .stats
@@ -1259,12 +1273,6 @@ impl Engine {
             .and_then(|s| s.mean_service_ms)
             .or_else(|| self.catalog.services.get(service).map(|s| s.expected))
             .unwrap_or(10 * MINUTE);
-        let waiting = self
-            .state
-            .tickets
-            .values()
-            .filter(|t| t.state == TicketState::Waiting && &t.service == service)
-            .count() as i64;
         let open_desks = self
             .catalog
             .desks
@@ -1278,7 +1286,7 @@ impl Engine {
             })
             .count()
             .max(1) as i64;
-        waiting * mean / open_desks
+        ahead.max(0) * mean / open_desks
     }
 
     fn issued_outcome(&self, issued: &Option<TicketNumber>, late_as_walk_in: bool) -> Outcome {
@@ -1291,19 +1299,8 @@ impl Engine {
             .get(&ticket.service)
             .map(|s| s.department.clone())
             .unwrap_or_else(|| crate::domain::DepartmentId::new(""));
-        // The new ticket itself is waiting too: count only those ahead of it.
-        let ahead_wait = self.estimated_wait(&ticket.service);
-        let mean_one = {
-            let n = self
-                .state
-                .tickets
-                .values()
-                .filter(|t| t.state == TicketState::Waiting && t.service == ticket.service)
-                .count()
-                .max(1) as i64;
-            ahead_wait / n
-        };
-        let wait = (ahead_wait - mean_one).max(0);
+        // The new ticket itself is waiting too: only those ahead of it count.
+        let wait = self.wait_behind(&ticket.service, self.waiting_for(&ticket.service) - 1);
         Outcome::TicketIssued {
             ticket: ticket.number.clone(),
             service: ticket.service.clone(),

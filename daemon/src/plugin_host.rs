@@ -752,6 +752,7 @@ impl PluginHost {
         ));
         tracker.spawn(derive_outputs(
             engine.subscribe(),
+            engine.clone(),
             outputs,
             catalog,
             shutdown,
@@ -961,45 +962,13 @@ fn ticket_document(ticket: &Ticket, catalog: &Catalog) -> serde_json::Value {
     })
 }
 
-/// Printers and displays, fed from committed events.
-async fn derive_outputs(
-    mut committed: tokio::sync::broadcast::Receiver<Arc<crate::domain::EventRecord>>,
-    outputs: Vec<(Role, String, SyncSender<Supervise>)>,
-    catalog: Arc<Catalog>,
-    shutdown: CancellationToken,
-) {
-    let mut display = DisplayState::default();
-    let deliver = |role: Role, message: HostMessage| {
-        for (r, id, tx) in &outputs {
-            if *r == role && tx.try_send(Supervise::Deliver(message.clone())).is_err() {
-                tracing::warn!(device = %id, "device queue full; message not delivered");
-            }
-        }
-    };
-    loop {
-        let record = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            record = committed.recv() => record,
-        };
-        let record = match record {
-            Ok(r) => r,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "device outputs fell behind the event log");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+impl DisplayState {
+    /// Applies one committed event; true when the display changed. The one place the display
+    /// projection is computed, for replaying the log at start and for live events alike.
+    pub fn apply(&mut self, record: &crate::domain::EventRecord, catalog: &Catalog) -> bool {
         match &record.event {
-            Event::TicketIssued { ticket } => deliver(
-                Role::Printer,
-                HostMessage::Print {
-                    job: format!("{}-{}", ticket.day, ticket.number),
-                    document: ticket_document(ticket, &catalog),
-                },
-            ),
             Event::TicketCalled { ticket, desk, .. } | Event::TicketRecalled { ticket, desk } => {
-                let recall = matches!(record.event, Event::TicketRecalled { .. });
-                display.calls.insert(
+                self.calls.insert(
                     0,
                     DisplayCall {
                         ticket: ticket.to_string(),
@@ -1010,27 +979,86 @@ async fn derive_outputs(
                             .map(|d| d.label.de.clone())
                             .unwrap_or_default(),
                         at: record.at,
-                        recall,
+                        recall: matches!(record.event, Event::TicketRecalled { .. }),
                     },
                 );
-                display.calls.truncate(DISPLAY_CALLS);
-                deliver(
-                    Role::Display,
-                    HostMessage::Display {
-                        state: serde_json::to_value(&display).unwrap_or_default(),
-                    },
-                );
+                self.calls.truncate(DISPLAY_CALLS);
+                true
             }
             Event::DayStarted { .. } => {
-                display.calls.clear();
-                deliver(
-                    Role::Display,
-                    HostMessage::Display {
-                        state: serde_json::to_value(&display).unwrap_or_default(),
-                    },
-                );
+                self.calls.clear();
+                true
             }
-            _ => {}
+            _ => false,
+        }
+    }
+}
+
+/// Log entries read at start to rebuild the display (more than a busy day produces).
+const DISPLAY_REPLAY: u64 = 10_000;
+
+/// Printers and displays, fed from committed events. The display is first rebuilt from the
+/// durable log, so a restarted daemon shows today's calls again; `committed` was subscribed
+/// before that read, and what the read already covered is skipped.
+async fn derive_outputs(
+    mut committed: tokio::sync::broadcast::Receiver<Arc<crate::domain::EventRecord>>,
+    engine: EngineHandle,
+    outputs: Vec<(Role, String, SyncSender<Supervise>)>,
+    catalog: Arc<Catalog>,
+    shutdown: CancellationToken,
+) {
+    let deliver = |role: Role, message: HostMessage| {
+        for (r, id, tx) in &outputs {
+            if *r == role && tx.try_send(Supervise::Deliver(message.clone())).is_err() {
+                tracing::warn!(device = %id, "device queue full; message not delivered");
+            }
+        }
+    };
+    let show = |display: &DisplayState| {
+        deliver(
+            Role::Display,
+            HostMessage::Display {
+                state: serde_json::to_value(display).unwrap_or_default(),
+            },
+        );
+    };
+    let mut display = DisplayState::default();
+    let seeded_up_to = engine.state_view().await.map_or(0, |view| view.last_seq);
+    let from = seeded_up_to.saturating_sub(DISPLAY_REPLAY).max(1);
+    match engine.events(from, DISPLAY_REPLAY as u32 + 1).await {
+        Ok(history) => {
+            for record in history.iter().filter(|r| r.seq <= seeded_up_to) {
+                display.apply(record, &catalog);
+            }
+        }
+        Err(e) => tracing::warn!("cannot rebuild the display from the log: {e}"),
+    }
+    show(&display);
+    loop {
+        let record = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            record = committed.recv() => record,
+        };
+        let record = match record {
+            Ok(r) if r.seq <= seeded_up_to => continue,
+            Ok(r) => r,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "device outputs fell behind the event log");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let Event::TicketIssued { ticket } = &record.event {
+            deliver(
+                Role::Printer,
+                HostMessage::Print {
+                    job: format!("{}-{}", ticket.day, ticket.number),
+                    document: ticket_document(ticket, &catalog),
+                },
+            );
+        }
+        if display.apply(&record, &catalog) {
+            show(&display);
         }
     }
 }

@@ -241,6 +241,41 @@ pub mod ffi {
         Some(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 
+    /// A failed call: return code and reason.
+    type Failure = (i32, String);
+
+    /// Runs a driver call with panics caught: a refusal becomes [`REFUSED`], a panic
+    /// [`PANICKED`] with "panicked {what}: ...".
+    fn guarded<T>(what: &str, call: impl FnOnce() -> Result<T, String>) -> Result<T, Failure> {
+        match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(reason)) => Err((REFUSED, reason)),
+            Err(panic) => Err((
+                PANICKED,
+                format!("panicked {what}: {}", panic_message(&*panic)),
+            )),
+        }
+    }
+
+    /// Turns a result into the ABI's return code, writing the reason into the host's buffer.
+    ///
+    /// # Safety
+    /// `err` must be null or point to `err_cap` writable bytes.
+    unsafe fn report(result: Result<(), Failure>, err: *mut c_char, err_cap: usize) -> i32 {
+        match result {
+            Ok(()) => OK,
+            Err((code, reason)) => {
+                // SAFETY: per this function's contract.
+                unsafe { write_error(err, err_cap, &reason) };
+                code
+            }
+        }
+    }
+
+    fn bad_call(reason: impl Into<String>) -> Failure {
+        (BAD_CALL, reason.into())
+    }
+
     /// `create` for driver `D`.
     ///
     /// # Safety
@@ -253,41 +288,25 @@ pub mod ffi {
         err: *mut c_char,
         err_cap: usize,
     ) -> i32 {
-        let fail = |code: i32, message: &str| {
-            // SAFETY: err/err_cap come from the host per the ABI.
-            unsafe { write_error(err, err_cap, message) };
-            code
-        };
-        if instance.is_null() {
-            return fail(BAD_CALL, "no place for the instance");
-        }
-        let Some(config) = bytes(config, config_len) else {
-            return fail(BAD_CALL, "no config");
-        };
-        let config: DeviceConfig = match serde_json::from_slice(config) {
-            Ok(c) => c,
-            Err(e) => return fail(BAD_CALL, &format!("the config is not valid JSON: {e}")),
-        };
-        // SAFETY: host validity per the ABI.
-        let host = match unsafe { Host::from_raw(host) } {
-            Ok(h) => h,
-            Err(e) => return fail(BAD_CALL, &e),
-        };
-        match catch_unwind(AssertUnwindSafe(|| D::create(config, host))) {
-            Ok(Ok(driver)) => {
-                let boxed = Box::new(Instance {
-                    driver: Mutex::new(driver),
-                });
-                // SAFETY: checked non-null above.
-                unsafe { *instance = Box::into_raw(boxed).cast::<c_void>() };
-                OK
+        let result = (|| {
+            if instance.is_null() {
+                return Err(bad_call("no place for the instance"));
             }
-            Ok(Err(reason)) => fail(REFUSED, &reason),
-            Err(panic) => fail(
-                PANICKED,
-                &format!("panicked in create: {}", panic_message(&*panic)),
-            ),
-        }
+            let config = bytes(config, config_len).ok_or_else(|| bad_call("no config"))?;
+            let config: DeviceConfig = serde_json::from_slice(config)
+                .map_err(|e| bad_call(format!("the config is not valid JSON: {e}")))?;
+            // SAFETY: host validity per the ABI.
+            let host = unsafe { Host::from_raw(host) }.map_err(bad_call)?;
+            let driver = guarded("in create", || D::create(config, host))?;
+            let boxed = Box::new(Instance {
+                driver: Mutex::new(driver),
+            });
+            // SAFETY: checked non-null above.
+            unsafe { *instance = Box::into_raw(boxed).cast::<c_void>() };
+            Ok(())
+        })();
+        // SAFETY: err/err_cap come from the host per the ABI.
+        unsafe { report(result, err, err_cap) }
     }
 
     /// `send` for driver `D`.
@@ -301,38 +320,24 @@ pub mod ffi {
         err: *mut c_char,
         err_cap: usize,
     ) -> i32 {
-        let fail = |code: i32, reason: &str| {
-            // SAFETY: err/err_cap come from the host per the ABI.
-            unsafe { write_error(err, err_cap, reason) };
-            code
-        };
-        if instance.is_null() {
-            return fail(BAD_CALL, "no instance");
-        }
-        let Some(message) = bytes(message, len) else {
-            return fail(BAD_CALL, "no message");
-        };
-        let message = match messages::decode_host_message(message) {
-            Ok(m) => m,
-            Err(e) => return fail(BAD_CALL, &e),
-        };
-        // SAFETY: the instance was created by create::<D> and not yet destroyed.
-        let instance = unsafe { &*instance.cast::<Instance<D>>() };
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut driver = instance
-                .driver
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            driver.handle(message)
-        }));
-        match result {
-            Ok(Ok(())) => OK,
-            Ok(Err(reason)) => fail(REFUSED, &reason),
-            Err(panic) => fail(
-                PANICKED,
-                &format!("panicked handling a message: {}", panic_message(&*panic)),
-            ),
-        }
+        let result = (|| {
+            if instance.is_null() {
+                return Err(bad_call("no instance"));
+            }
+            let message = bytes(message, len).ok_or_else(|| bad_call("no message"))?;
+            let message = messages::decode_host_message(message).map_err(bad_call)?;
+            // SAFETY: the instance was created by create::<D> and not yet destroyed.
+            let instance = unsafe { &*instance.cast::<Instance<D>>() };
+            guarded("handling a message", || {
+                instance
+                    .driver
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .handle(message)
+            })
+        })();
+        // SAFETY: err/err_cap come from the host per the ABI.
+        unsafe { report(result, err, err_cap) }
     }
 
     /// `destroy` for driver `D`.

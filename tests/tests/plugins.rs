@@ -187,6 +187,22 @@ fn a_scan_prints_a_ticket_and_a_button_press_reaches_the_display() -> anyhow::Re
     }
     assert_consistent(&daemon)?;
     assert!(daemon.terminate()?.success());
+
+    // The display is derived from the durable log: after a restart it shows the call again.
+    std::fs::remove_file(data.join("display.json"))?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    wait_for(
+        "the call on the display after a restart",
+        Duration::from_secs(10),
+        || {
+            let Ok(body) = std::fs::read_to_string(data.join("display.json")) else {
+                return Ok(None);
+            };
+            let state: serde_json::Value = serde_json::from_str(&body)?;
+            Ok((state["calls"][0]["ticket"] == "M-001").then_some(()))
+        },
+    )?;
+    assert!(daemon.terminate()?.success());
     Ok(())
 }
 
