@@ -113,6 +113,8 @@ pub struct Catalog {
     pub services: BTreeMap<ServiceId, Service>,
     /// Desks by id.
     pub desks: BTreeMap<DeskId, Desk>,
+    /// Layout of the printed ticket.
+    pub ticket: crate::ticket::TicketLayout,
 }
 
 impl Catalog {
@@ -194,6 +196,7 @@ impl Catalog {
             departments,
             services,
             desks,
+            ticket: crate::ticket::TicketLayout::from_config(&config.ticket),
         })
     }
 

@@ -69,6 +69,19 @@ impl Calendar {
         format!("{:02}:{:02}", zoned.hour(), zoned.minute())
     }
 
+    /// Local date and time as printed on tickets, e.g. `23.11.2026 09:05`.
+    pub fn local_ddmmyyyy_hhmm(&self, at: Millis) -> String {
+        let zoned = to_timestamp(at).to_zoned(self.tz.clone());
+        format!(
+            "{:02}.{:02}.{:04} {:02}:{:02}",
+            zoned.day(),
+            zoned.month(),
+            zoned.year(),
+            zoned.hour(),
+            zoned.minute()
+        )
+    }
+
     /// Local date and time as RFC 3339 with offset, for humans and logs.
     pub fn local_rfc3339(&self, at: Millis) -> String {
         let zoned = to_timestamp(at).to_zoned(self.tz.clone());

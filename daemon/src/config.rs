@@ -51,12 +51,98 @@ pub struct Config {
     /// Desks.
     #[serde(rename = "desk", default)]
     pub desks: Vec<DeskConfig>,
+    /// The printed ticket.
+    #[serde(default)]
+    pub ticket: TicketConfig,
     /// Where driver plugins are found.
     #[serde(default)]
     pub plugins: PluginsConfig,
     /// Devices: each bound to a plugin, a role and optionally desks.
     #[serde(rename = "device", default)]
     pub devices: Vec<DeviceEntry>,
+}
+
+/// What the QR code on a ticket holds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketQr {
+    /// The booking's status URL from `status_url` (the call number for tickets without a
+    /// booking when the template needs one).
+    StatusUrl,
+    /// The call number (the default).
+    #[default]
+    CallNumber,
+    /// No QR code.
+    None,
+}
+
+/// `[ticket]`: the layout of the printed ticket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketConfig {
+    /// Languages printed, in order: `["de"]`, `["en"]`, `["de", "en"]` or `["en", "de"]`.
+    #[serde(default = "default_languages")]
+    pub languages: Spanned<Vec<String>>,
+    /// What the QR code holds.
+    #[serde(default)]
+    pub qr: TicketQr,
+    /// Status URL template: `{booking}`, `{ticket}`, `{day}` and `{site}` are replaced.
+    #[serde(default)]
+    pub status_url: Option<Spanned<String>>,
+    /// Fixed texts of the ticket.
+    #[serde(default)]
+    pub texts: TicketTexts,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        Self {
+            languages: Spanned::new(0..0, default_languages_vec()),
+            qr: TicketQr::default(),
+            status_url: None,
+            texts: TicketTexts::default(),
+        }
+    }
+}
+
+fn default_languages_vec() -> Vec<String> {
+    vec!["de".to_string()]
+}
+
+fn default_languages() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, default_languages_vec())
+}
+
+/// `[ticket.texts]`: the ticket's fixed texts in German and English.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketTexts {
+    /// Above the call number.
+    pub heading: Text,
+    /// The appointment line; `{time}` is replaced by the slot's time.
+    pub appointment: Text,
+    /// What to do now.
+    pub watch_screen: Text,
+    /// Above the documents list.
+    pub bring: Text,
+}
+
+impl Default for TicketTexts {
+    fn default() -> Self {
+        let text = |de: &str, en: &str| Text {
+            de: de.to_string(),
+            en: en.to_string(),
+        };
+        Self {
+            heading: text("Ihre Nummer", "Your number"),
+            appointment: text("Termin {time}", "Appointment {time}"),
+            watch_screen: text(
+                "Bitte achten Sie auf die Anzeige.",
+                "Please watch the screen.",
+            ),
+            bring: text("Bitte mitbringen:", "Please bring:"),
+        }
+    }
 }
 
 /// `[plugins]`: directories searched for plugin files named without a path.
@@ -366,6 +452,64 @@ fn check_range(name: &str, value: &Spanned<i64>, min: i64, max: i64, out: &mut V
     }
 }
 
+/// Placeholders a status URL template may use.
+pub const STATUS_URL_PLACEHOLDERS: [&str; 4] = ["{booking}", "{ticket}", "{day}", "{site}"];
+
+fn validate_ticket(ticket: &TicketConfig, out: &mut Vec<Problem>) {
+    let languages = ticket.languages.get_ref();
+    let mut seen = HashSet::new();
+    if languages.is_empty() || languages.len() > 2 {
+        out.push((
+            ticket.languages.span(),
+            "ticket.languages needs one or two of \"de\" and \"en\"".to_string(),
+        ));
+    }
+    for language in languages {
+        if language != "de" && language != "en" {
+            out.push((
+                ticket.languages.span(),
+                format!("ticket language '{language}' is not \"de\" or \"en\""),
+            ));
+        } else if !seen.insert(language) {
+            out.push((
+                ticket.languages.span(),
+                format!("ticket language '{language}' given twice"),
+            ));
+        }
+    }
+    match (&ticket.qr, &ticket.status_url) {
+        (TicketQr::StatusUrl, None) => out.push((
+            0..0,
+            "ticket.qr = \"status_url\" needs ticket.status_url".to_string(),
+        )),
+        (_, Some(url)) => {
+            let template = url.get_ref();
+            let mut rest = template.clone();
+            for placeholder in STATUS_URL_PLACEHOLDERS {
+                rest = rest.replace(placeholder, "");
+            }
+            if rest.contains('{') || rest.contains('}') {
+                out.push((
+                    url.span(),
+                    format!(
+                        "ticket.status_url may only use the placeholders {}",
+                        STATUS_URL_PLACEHOLDERS.join(", ")
+                    ),
+                ));
+            }
+            if template.len() > 150 || template.chars().any(char::is_whitespace) {
+                out.push((
+                    url.span(),
+                    "ticket.status_url must be at most 150 characters without spaces (it \
+                     becomes a QR code)"
+                        .to_string(),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
 fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let site = &config.site;
@@ -447,6 +591,8 @@ fn validate(config: &Config) -> Vec<Problem> {
         600,
         &mut out,
     );
+
+    validate_ticket(&config.ticket, &mut out);
 
     if config.departments.is_empty() {
         out.push((0..0, "at least one [[department]] is needed".to_string()));

@@ -181,6 +181,48 @@ pub struct Ticket {
     pub finished_at: Option<Millis>,
     /// Number of times it was forwarded.
     pub forwards: u32,
+    /// Whether its paper ticket came out of a printer.
+    #[serde(default)]
+    pub print: PrintState,
+}
+
+/// Where the paper ticket is. The ticket is valid whatever this says; a failed print is
+/// reprinted when the printer is ready again, or on request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PrintState {
+    /// Sent to the printers, no outcome yet (also: no printer configured).
+    #[default]
+    Pending,
+    /// A printer reported it printed.
+    Printed {
+        /// The printer (device id).
+        printer: String,
+        /// When.
+        at: Millis,
+    },
+    /// The last attempt failed.
+    Failed {
+        /// The printer (device id).
+        printer: String,
+        /// Why, as the printer reported it.
+        reason: String,
+        /// When.
+        at: Millis,
+    },
+}
+
+/// How a printer reported a print job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum PrintOutcome {
+    /// The ticket came out.
+    Printed,
+    /// It did not.
+    Failed {
+        /// Why (paper out, cover open, offline, ...).
+        reason: String,
+    },
 }
 
 /// Open, paused or closed.
@@ -400,6 +442,20 @@ pub enum Command {
         /// Website's version of the cancellation.
         version: u64,
     },
+    /// A printer reports the outcome of printing a ticket (sent by the plugin host).
+    RecordPrint {
+        /// The ticket.
+        ticket: TicketNumber,
+        /// The printer's device id.
+        printer: String,
+        /// Printed or failed.
+        outcome: PrintOutcome,
+    },
+    /// Print a ticket again (admin, or automatically when a printer is ready after a failure).
+    Reprint {
+        /// The ticket.
+        ticket: TicketNumber,
+    },
     /// Let time pass: closes the service day when it has ended. Sent by the scheduler.
     Tick,
 }
@@ -429,6 +485,8 @@ impl Command {
             Command::CloseDesk { .. } => "close_desk",
             Command::UpsertBooking { .. } => "upsert_booking",
             Command::CancelBooking { .. } => "cancel_booking",
+            Command::RecordPrint { .. } => "record_print",
+            Command::Reprint { .. } => "reprint",
             Command::Tick => "tick",
         }
     }
@@ -572,6 +630,27 @@ pub enum Event {
         /// Version of the cancellation.
         version: u64,
     },
+    /// A printer printed a ticket.
+    TicketPrinted {
+        /// The ticket.
+        ticket: TicketNumber,
+        /// The printer (device id).
+        printer: String,
+    },
+    /// A printer failed to print a ticket; the ticket stays valid.
+    TicketPrintFailed {
+        /// The ticket.
+        ticket: TicketNumber,
+        /// The printer (device id).
+        printer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A ticket is to be printed again.
+    ReprintRequested {
+        /// The ticket.
+        ticket: TicketNumber,
+    },
 }
 
 impl Event {
@@ -594,6 +673,9 @@ impl Event {
             Event::DeskModeChanged { .. } => "desk_mode_changed",
             Event::BookingUpserted { .. } => "booking_upserted",
             Event::BookingCancelled { .. } => "booking_cancelled",
+            Event::TicketPrinted { .. } => "ticket_printed",
+            Event::TicketPrintFailed { .. } => "ticket_print_failed",
+            Event::ReprintRequested { .. } => "reprint_requested",
         }
     }
 }
@@ -670,6 +752,18 @@ pub enum Outcome {
         booking: BookingId,
         /// The stored version.
         stored_version: u64,
+    },
+    /// A print outcome was recorded.
+    PrintRecorded {
+        /// The ticket.
+        ticket: TicketNumber,
+        /// Its print state now.
+        print: PrintState,
+    },
+    /// The ticket goes to the printers again.
+    ReprintRequested {
+        /// The ticket.
+        ticket: TicketNumber,
     },
     /// Nothing to do (e.g. a tick before the day ends, a desk already in that mode).
     Unchanged,

@@ -19,7 +19,8 @@ use crate::config::LateArrival;
 use crate::domain::{
     Booking, BookingId, BookingInput, BookingStatus, Command, CommandError, CommandRequest, DeskId,
     DeskMode, DeskState, Event, EventRecord, ForwardTarget, Outcome, PRIORITY_MAX, PRIORITY_NORMAL,
-    PersonalData, ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
+    PersonalData, PrintOutcome, PrintState, ServiceId, Ticket, TicketNumber, TicketOrigin,
+    TicketState,
 };
 
 /// Highest daily sequence per prefix (`A-9999`).
@@ -453,6 +454,35 @@ impl State {
                     b.version = *version;
                 }
                 touched.bookings.insert(booking.clone());
+            }
+            Event::TicketPrinted { ticket, printer } => {
+                if let Some(t) = self.tickets.get_mut(ticket) {
+                    t.print = PrintState::Printed {
+                        printer: printer.clone(),
+                        at,
+                    };
+                }
+                touched.tickets.insert(ticket.clone());
+            }
+            Event::TicketPrintFailed {
+                ticket,
+                printer,
+                reason,
+            } => {
+                if let Some(t) = self.tickets.get_mut(ticket) {
+                    t.print = PrintState::Failed {
+                        printer: printer.clone(),
+                        reason: reason.clone(),
+                        at,
+                    };
+                }
+                touched.tickets.insert(ticket.clone());
+            }
+            Event::ReprintRequested { ticket } => {
+                if let Some(t) = self.tickets.get_mut(ticket) {
+                    t.print = PrintState::Pending;
+                }
+                touched.tickets.insert(ticket.clone());
             }
         }
     }
@@ -994,6 +1024,62 @@ impl Engine {
                     },
                 ))
             }
+            Command::RecordPrint {
+                ticket,
+                printer,
+                outcome,
+            } => {
+                self.ticket(ticket)?;
+                let (event, print) = match outcome {
+                    PrintOutcome::Printed => (
+                        Event::TicketPrinted {
+                            ticket: ticket.clone(),
+                            printer: printer.clone(),
+                        },
+                        PrintState::Printed {
+                            printer: printer.clone(),
+                            at: now,
+                        },
+                    ),
+                    PrintOutcome::Failed { reason } => (
+                        Event::TicketPrintFailed {
+                            ticket: ticket.clone(),
+                            printer: printer.clone(),
+                            reason: reason.clone(),
+                        },
+                        PrintState::Failed {
+                            printer: printer.clone(),
+                            reason: reason.clone(),
+                            at: now,
+                        },
+                    ),
+                };
+                Ok(Decided::events(
+                    vec![event],
+                    Outcome::PrintRecorded {
+                        ticket: ticket.clone(),
+                        print,
+                    },
+                ))
+            }
+            Command::Reprint { ticket } => {
+                let t = self.ticket(ticket)?;
+                if t.state.is_final() {
+                    return Err(wrong_state(
+                        t,
+                        "reprint",
+                        "waiting, called, serving or parked",
+                    ));
+                }
+                Ok(Decided::events(
+                    vec![Event::ReprintRequested {
+                        ticket: ticket.clone(),
+                    }],
+                    Outcome::ReprintRequested {
+                        ticket: ticket.clone(),
+                    },
+                ))
+            }
         }
     }
 
@@ -1222,6 +1308,7 @@ impl Engine {
             serving_since: None,
             finished_at: None,
             forwards: 0,
+            print: PrintState::Pending,
         })
     }
 

@@ -12,3 +12,4 @@ pub mod domain;
 pub mod engine;
 pub mod plugin_host;
 pub mod store;
+pub mod ticket;

@@ -61,6 +61,28 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Render a sample ticket as the printer prints it: a PNG at the paper's real width
+    /// (203 dpi), and optionally the printer-independent document as JSON.
+    TicketPreview {
+        /// Config file (default: the embedded demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Service id (default: the one with the most documents to bring).
+        #[arg(long)]
+        service: Option<String>,
+        /// A walk-in ticket instead of an appointment.
+        #[arg(long)]
+        walk_in: bool,
+        /// Paper width: 58 or 80 (mm).
+        #[arg(long, default_value = "80")]
+        paper: String,
+        /// Where to write the PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the document as JSON here.
+        #[arg(long)]
+        document: Option<PathBuf>,
+    },
     /// Check a stopped daemon's store: replay the log and compare it with the views.
     Verify {
         /// Config file (default: the demo config).
@@ -192,6 +214,11 @@ enum CtlAction {
         /// Version of the cancellation.
         version: u64,
     },
+    /// Print a ticket again (e.g. after a printer failure).
+    Reprint {
+        /// Ticket number.
+        ticket: String,
+    },
     /// Show today's tickets, desks and waits.
     State,
     /// Show the health of every device.
@@ -241,6 +268,17 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
+        Cmd::TicketPreview {
+            config,
+            service,
+            walk_in,
+            paper,
+            out,
+            document,
+        } => match load_config_or_demo(config.as_deref()) {
+            Ok(cfg) => ticket_preview(&cfg, service, walk_in, &paper, &out, document.as_deref()),
+            Err(e) => config_failure(&e),
+        },
         Cmd::Verify { config, data_dir } => {
             let cfg = match load_config_or_demo(config.as_deref()) {
                 Ok(cfg) => cfg,
@@ -269,6 +307,56 @@ fn main() -> ExitCode {
             ctl(&socket, request_id, action)
         }
     }
+}
+
+fn ticket_preview(
+    config: &Config,
+    service: Option<String>,
+    walk_in: bool,
+    paper: &str,
+    out: &Path,
+    document_out: Option<&Path>,
+) -> ExitCode {
+    let fail = |message: String| {
+        let _ = writeln!(std::io::stderr(), "ticket-preview: {message}");
+        ExitCode::from(EXIT_FAILURE)
+    };
+    let Some(paper) = leitsystem::ticket::Paper::parse(paper) else {
+        return fail(format!("paper '{paper}' is not 58 or 80"));
+    };
+    let catalog = match leitsystem::catalog::Catalog::from_config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let now = leitsystem::clock::Clock::now(&leitsystem::clock::SystemClock);
+    let service = service.map(ServiceId::new);
+    let Some(ticket) = leitsystem::ticket::sample_ticket(&catalog, service.as_ref(), !walk_in, now)
+    else {
+        return fail("no such service in the config".to_string());
+    };
+    let document = leitsystem::ticket::ticket_document(&ticket, &catalog, now);
+    let png = match leitsystem::ticket::render_png(&document, paper) {
+        Ok(png) => png,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Err(e) = std::fs::write(out, png) {
+        return fail(format!("cannot write {}: {e}", out.display()));
+    }
+    if let Some(path) = document_out {
+        let json = serde_json::to_vec_pretty(&document).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let qr = leitsystem::ticket::qr_payload(&ticket, &catalog).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}: ticket {} ({}), QR: {qr}",
+        out.display(),
+        ticket.number,
+        ticket.service
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging() {
@@ -488,6 +576,9 @@ fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode
         },
         CtlAction::CheckIn { booking } => Command::CheckIn {
             booking: BookingId::new(booking),
+        },
+        CtlAction::Reprint { ticket } => Command::Reprint {
+            ticket: TicketNumber::new(ticket),
         },
         CtlAction::Next { desk: d } => Command::CallNext { desk: desk(d) },
         CtlAction::Call { desk: d, ticket: t } => Command::CallTicket {

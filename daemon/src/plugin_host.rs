@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use leitsystem_plugin::messages::{
-    ButtonAction, DeviceConfig, Role, decode_plugin_message, encode_host_message,
+    ButtonAction, DeviceConfig, Paper, Role, decode_plugin_message, encode_host_message,
 };
 use leitsystem_plugin::{
     ABI_VERSION, ENTRY_SYMBOL, EntryFn, HostApi, HostMessage, LogLevel, PluginDescriptor,
@@ -39,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::daemon::EngineHandle;
-use crate::domain::{BookingId, Command, CommandRequest, DeskId, Event, Ticket, TicketOrigin};
+use crate::domain::{
+    BookingId, Command, CommandRequest, DeskId, Event, PrintOutcome, PrintState, Ticket,
+    TicketNumber,
+};
 
 /// Messages from all devices waiting for the router; beyond this, emits are dropped.
 pub const EMIT_QUEUE: usize = 1024;
@@ -367,8 +370,14 @@ pub struct DeviceHealth {
     pub state: DeviceState,
     /// Whether the device reports a connection (scanner client, printer link).
     pub connected: Option<bool>,
-    /// Printer paper level.
+    /// Printer paper level: `ok`, `near_end` (warn the admin) or `out`.
     pub paper: Option<String>,
+    /// Printer cover open.
+    pub cover_open: Option<bool>,
+    /// Tickets printed since the daemon started.
+    pub printed: u64,
+    /// Print jobs that failed since the daemon started.
+    pub print_failures: u64,
     /// Last error.
     pub last_error: Option<String>,
     /// Restarts since the daemon started.
@@ -709,6 +718,9 @@ impl PluginHost {
                         state: DeviceState::Starting,
                         connected: None,
                         paper: None,
+                        cover_open: None,
+                        printed: 0,
+                        print_failures: 0,
                         last_error: None,
                         restarts: 0,
                         dropped_messages: 0,
@@ -816,6 +828,8 @@ async fn route(
     registry: DeviceRegistry,
     shutdown: CancellationToken,
 ) {
+    // Last readiness reported per printer: a printer becoming ready reprints failed tickets.
+    let mut printer_ready: HashMap<String, bool> = HashMap::new();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -867,13 +881,20 @@ async fn route(
             }
             PluginMessage::PrintDone { job } => {
                 tracing::info!(device = %id, job = %job, "printed");
+                update(&registry, &id, |h| h.printed += 1);
+                let recorded = record_print(&engine, &id, &job, PrintOutcome::Printed).await;
+                if recorded {
+                    reprint_failed(&engine, &id).await;
+                }
                 None
             }
             PluginMessage::PrintFailed { job, reason } => {
                 tracing::warn!(device = %id, job = %job, "print failed: {reason}");
                 update(&registry, &id, |h| {
+                    h.print_failures += 1;
                     h.last_error = Some(format!("print {job} failed: {reason}"))
                 });
+                record_print(&engine, &id, &job, PrintOutcome::Failed { reason }).await;
                 None
             }
             PluginMessage::PrinterStatus {
@@ -881,13 +902,29 @@ async fn route(
                 cover_open,
                 online,
             } => {
+                let ready = online && !cover_open && paper != Paper::Out;
+                let was_ready = printer_ready.insert(id.clone(), ready);
+                match paper {
+                    Paper::NearEnd => {
+                        tracing::warn!(device = %id, "paper nearly used up: put in a new roll soon")
+                    }
+                    Paper::Out => tracing::warn!(device = %id, "paper out"),
+                    Paper::Ok => {}
+                }
+                if cover_open {
+                    tracing::warn!(device = %id, "printer cover open");
+                }
                 let paper = serde_json::to_value(paper)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string));
                 update(&registry, &id, |h| {
                     h.paper = paper;
+                    h.cover_open = Some(cover_open);
                     h.connected = Some(online && !cover_open);
                 });
+                if ready && was_ready != Some(true) {
+                    reprint_failed(&engine, &id).await;
+                }
                 None
             }
             PluginMessage::Failed { reason } => {
@@ -920,6 +957,62 @@ async fn route(
     }
 }
 
+/// Print job ids are `<day>/<call number>/<log sequence of the event that asked for it>`:
+/// unique per attempt, and they name the ticket without a lookup.
+fn print_job_id(ticket: &Ticket, seq: u64) -> String {
+    format!("{}/{}/{seq}", ticket.day, ticket.number)
+}
+
+fn ticket_of_job(job: &str) -> Option<TicketNumber> {
+    let mut parts = job.split('/');
+    let (_day, number, _seq) = (parts.next()?, parts.next()?, parts.next()?);
+    (!number.is_empty()).then(|| TicketNumber::new(number.to_string()))
+}
+
+/// Records a printer's outcome through the engine (one way in: it becomes an event).
+/// True when recorded.
+async fn record_print(engine: &EngineHandle, printer: &str, job: &str, outcome: PrintOutcome) -> bool {
+    let Some(ticket) = ticket_of_job(job) else {
+        tracing::warn!(device = %printer, job = %job, "print report for a job id the daemon did not issue");
+        return false;
+    };
+    let request = CommandRequest {
+        request_id: Some(format!("print:{job}")),
+        source: format!("printer:{printer}"),
+        command: Command::RecordPrint {
+            ticket,
+            printer: printer.to_string(),
+            outcome,
+        },
+    };
+    engine.execute(request).await.is_ok()
+}
+
+/// Asks for a reprint of every open ticket of today whose last print failed: the printer is
+/// (back) in order, and the visitor still has no paper ticket.
+async fn reprint_failed(engine: &EngineHandle, printer: &str) {
+    let Ok(view) = engine.state_view().await else {
+        return;
+    };
+    for ticket in view.tickets {
+        let PrintState::Failed { at, .. } = &ticket.print else {
+            continue;
+        };
+        if ticket.state.is_final() {
+            continue;
+        }
+        tracing::info!(device = %printer, ticket = %ticket.number, "printer ready again: reprinting");
+        let request = CommandRequest {
+            request_id: Some(format!("reprint:{}:{at}", ticket.number)),
+            source: format!("printer:{printer}"),
+            command: Command::Reprint {
+                ticket: ticket.number.clone(),
+            },
+        };
+        let _ = engine.execute(request).await;
+    }
+}
+
 /// The public display state: the latest calls, ticket and desk only.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DisplayState {
@@ -940,26 +1033,6 @@ pub struct DisplayCall {
     pub at: i64,
     /// A recall rather than the first call.
     pub recall: bool,
-}
-
-fn ticket_document(ticket: &Ticket, catalog: &Catalog) -> serde_json::Value {
-    let service = catalog.services.get(&ticket.service);
-    let department = service.and_then(|s| catalog.departments.get(&s.department));
-    let text = |t: &crate::config::Text| serde_json::json!({"de": t.de, "en": t.en});
-    serde_json::json!({
-        "town": catalog.town,
-        "office": catalog.site_name,
-        "ticket": ticket.number,
-        "service": service.map(|s| text(&s.name)),
-        "waiting_area": department.map(|d| text(&d.waiting_area)),
-        "documents": service.map(|s| s.documents.iter().map(text).collect::<Vec<_>>()).unwrap_or_default(),
-        "desk": ticket.preferred_desk,
-        "appointment": match &ticket.origin {
-            TicketOrigin::Appointment { slot_start, .. } => Some(catalog.calendar.local_hhmm(*slot_start)),
-            TicketOrigin::WalkIn { .. } => None,
-        },
-        "issued_at": catalog.calendar.local_rfc3339(ticket.issued_at),
-    })
 }
 
 impl DisplayState {
@@ -1048,12 +1121,23 @@ async fn derive_outputs(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        if let Event::TicketIssued { ticket } = &record.event {
+        let to_print = match &record.event {
+            Event::TicketIssued { ticket } => Some(ticket.clone()),
+            Event::ReprintRequested { ticket } => match engine.state_view().await {
+                Ok(view) => view.tickets.into_iter().find(|t| &t.number == ticket),
+                Err(e) => {
+                    tracing::warn!(ticket = %ticket, "cannot read the ticket to reprint: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(ticket) = to_print {
             deliver(
                 Role::Printer,
                 HostMessage::Print {
-                    job: format!("{}-{}", ticket.day, ticket.number),
-                    document: ticket_document(ticket, &catalog),
+                    job: print_job_id(&ticket, record.seq),
+                    document: crate::ticket::ticket_document(&ticket, &catalog, record.at),
                 },
             );
         }

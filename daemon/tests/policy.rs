@@ -646,3 +646,63 @@ fn request_ids_are_scoped_by_input() {
         Ok(true)
     );
 }
+
+#[test]
+fn a_failed_print_keeps_the_ticket_valid_and_can_be_reprinted_until_it_is_final() {
+    use leitsystem::domain::{PrintOutcome, PrintState};
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:00");
+    let ticket = sim.walk_in("ausweis");
+    let number = TicketNumber::new(ticket.clone());
+    assert_eq!(sim.ticket(&ticket).print, PrintState::Pending);
+    let record = |outcome| Command::RecordPrint {
+        ticket: number.clone(),
+        printer: "foyer-printer".into(),
+        outcome,
+    };
+    sim.ok(record(PrintOutcome::Failed {
+        reason: "paper out".into(),
+    }));
+    assert!(
+        matches!(&sim.ticket(&ticket).print, PrintState::Failed { reason, printer, .. }
+            if reason == "paper out" && printer == "foyer-printer"),
+        "{:?}",
+        sim.ticket(&ticket).print
+    );
+    // The ticket is still in line and is called as usual.
+    assert_eq!(sim.ticket(&ticket).state, TicketState::Waiting);
+    assert_eq!(
+        sim.ok(Command::Reprint {
+            ticket: number.clone()
+        }),
+        Outcome::ReprintRequested {
+            ticket: number.clone()
+        }
+    );
+    assert_eq!(sim.ticket(&ticket).print, PrintState::Pending);
+    sim.ok(record(PrintOutcome::Printed));
+    assert!(matches!(
+        sim.ticket(&ticket).print,
+        PrintState::Printed { .. }
+    ));
+    assert_eq!(sim.next("1"), ticket);
+    sim.ok(Command::Finish {
+        desk: DeskId::new("1"),
+    });
+    // Done: nothing to reprint any more; unknown tickets are refused.
+    assert!(matches!(
+        sim.run(Command::Reprint {
+            ticket: number.clone()
+        }),
+        Err(CommandError::WrongTicketState { .. })
+    ));
+    assert!(matches!(
+        sim.run(Command::RecordPrint {
+            ticket: TicketNumber::new("Z-999"),
+            printer: "foyer-printer".into(),
+            outcome: PrintOutcome::Printed,
+        }),
+        Err(CommandError::UnknownTicket { .. })
+    ));
+}

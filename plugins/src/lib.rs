@@ -13,6 +13,7 @@
 //! loaded library, so a driver needing async I/O runs its own runtime on its own thread;
 //! [`Host::emit`] never blocks; the library is never unloaded while the daemon runs.
 
+pub mod document;
 pub mod messages;
 
 use std::ffi::{c_char, c_void};

@@ -183,8 +183,8 @@ pub enum HostMessage {
     Print {
         /// Job id, echoed in `print_done` / `print_failed`.
         job: String,
-        /// The ticket document (layout defined by the daemon; self-describing JSON).
-        document: serde_json::Value,
+        /// The ticket, laid out by the daemon.
+        document: crate::document::Document,
     },
     /// Show a display state.
     Display {

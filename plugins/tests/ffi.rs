@@ -168,7 +168,10 @@ fn a_driver_is_created_receives_messages_emits_and_is_destroyed() {
         instance,
         &HostMessage::Print {
             job: "j1".into(),
-            document: serde_json::json!({}),
+            document: leitsystem_plugin::document::Document {
+                number: "A-1".into(),
+                blocks: Vec::new(),
+            },
         },
     );
     assert_eq!(

@@ -138,8 +138,8 @@ fn scan_and_print(
         for entry in entries {
             let body = std::fs::read_to_string(entry?.path())?;
             let ticket: serde_json::Value = serde_json::from_str(&body)?;
-            if ticket["appointment"].is_string() {
-                return Ok(ticket["ticket"].as_str().map(str::to_string));
+            if body.contains("Termin ") {
+                return Ok(ticket["number"].as_str().map(str::to_string));
             }
         }
         Ok(None)

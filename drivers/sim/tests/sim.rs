@@ -238,7 +238,10 @@ fn the_sim_plugin_plays_all_four_roles() {
         .expect("printer");
     let job = |name: &str| HostMessage::Print {
         job: name.into(),
-        document: serde_json::json!({"number": name}),
+        document: leitsystem_plugin::document::Document {
+            number: name.into(),
+            blocks: vec![leitsystem_plugin::document::Block::text("Grüße")],
+        },
     };
     plugin.send(printer, &job("A-001")).expect("print accepted");
     wait_for("print done", |m| {
