@@ -877,6 +877,10 @@ async fn route(
             PluginMessage::Connection { connected, detail } => {
                 tracing::info!(device = %id, connected, detail = detail.as_deref().unwrap_or(""), "connection");
                 update(&registry, &id, |h| h.connected = Some(connected));
+                if !connected {
+                    // Unplugged: once it is back and ready, failed tickets are reprinted.
+                    printer_ready.insert(id.clone(), false);
+                }
                 None
             }
             PluginMessage::PrintDone { job } => {
@@ -971,7 +975,12 @@ fn ticket_of_job(job: &str) -> Option<TicketNumber> {
 
 /// Records a printer's outcome through the engine (one way in: it becomes an event).
 /// True when recorded.
-async fn record_print(engine: &EngineHandle, printer: &str, job: &str, outcome: PrintOutcome) -> bool {
+async fn record_print(
+    engine: &EngineHandle,
+    printer: &str,
+    job: &str,
+    outcome: PrintOutcome,
+) -> bool {
     let Some(ticket) = ticket_of_job(job) else {
         tracing::warn!(device = %printer, job = %job, "print report for a job id the daemon did not issue");
         return false;

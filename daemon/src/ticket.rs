@@ -69,7 +69,13 @@ impl TicketLayout {
                 .languages
                 .get_ref()
                 .iter()
-                .map(|l| if l == "en" { Language::En } else { Language::De })
+                .map(|l| {
+                    if l == "en" {
+                        Language::En
+                    } else {
+                        Language::De
+                    }
+                })
                 .collect(),
             qr: config.qr,
             status_url: config.status_url.as_ref().map(|u| u.get_ref().clone()),
@@ -291,8 +297,28 @@ impl DrawTarget for Canvas {
 /// ISO 8859-1 (umlauts and ß).
 const FONT: &MonoFont<'static> = &FONT_10X20;
 
-/// Draws one character cell scaled `w` x `h` with its top left at (`x`, `y`).
-fn draw_char(canvas: &mut Canvas, glyph: &mut Canvas, c: char, x: u32, y: u32, w: u8, h: u8, bold: bool) {
+/// How a line of text is drawn.
+#[derive(Debug, Clone, Copy)]
+struct CellStyle {
+    width: u8,
+    height: u8,
+    bold: bool,
+}
+
+/// Draws one character cell in `style` with its top left at (`x`, `y`); `glyph` is scratch
+/// space of one unscaled cell.
+fn draw_char(
+    canvas: &mut Canvas,
+    glyph: &mut Canvas,
+    c: char,
+    (x, y): (u32, u32),
+    style: CellStyle,
+) {
+    let CellStyle {
+        width: w,
+        height: h,
+        bold,
+    } = style;
     glyph.dots.iter_mut().for_each(|d| *d = false);
     let mut buf = [0u8; 4];
     let text = c.encode_utf8(&mut buf);
@@ -369,7 +395,9 @@ fn layout(document: &Document, printable: u32) -> Result<Vec<Placed>, RenderErro
                     });
                 }
             }
-            Block::Feed { lines } => placed.push(Placed::Space(u32::from(*lines) * line_advance(1))),
+            Block::Feed { lines } => {
+                placed.push(Placed::Space(u32::from(*lines) * line_advance(1)))
+            }
             Block::Qr { data } => {
                 let code = qrcode::QrCode::with_error_correction_level(
                     data.as_bytes(),
@@ -427,7 +455,12 @@ pub fn render_png(document: &Document, paper: Paper) -> Result<Vec<u8>, RenderEr
                 let cell = CELL_WIDTH_DOTS * u32::from(*width);
                 for (i, c) in text.chars().enumerate() {
                     let cx = margin + x + i as u32 * cell;
-                    draw_char(&mut canvas, &mut glyph, c, cx, y, *width, *height, *bold);
+                    let style = CellStyle {
+                        width: *width,
+                        height: *height,
+                        bold: *bold,
+                    };
+                    draw_char(&mut canvas, &mut glyph, c, (cx, y), style);
                 }
                 y += line_advance(*height);
             }
@@ -593,12 +626,20 @@ mod tests {
         }));
         let all = texts(&document).join("\n");
         assert!(all.contains("Bitte mitbringen:\nPlease bring:"), "{all}");
-        assert!(all.contains("- Sehtestbescheinigung\n  Eye test certificate"), "{all}");
+        assert!(
+            all.contains("- Sehtestbescheinigung\n  Eye test certificate"),
+            "{all}"
+        );
         assert!(!all.contains("Termin"), "{all}");
         let none = catalog_with_qr_none();
         let ticket = sample_ticket(&none, None, true, NOW).unwrap_or_else(|| panic!("sample"));
         let document = ticket_document(&ticket, &none, NOW);
-        assert!(!document.blocks.iter().any(|b| matches!(b, Block::Qr { .. })));
+        assert!(
+            !document
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Qr { .. }))
+        );
     }
 
     fn catalog_with_qr_none() -> Catalog {
@@ -608,10 +649,16 @@ mod tests {
     #[test]
     fn bad_ticket_sections_are_reported() {
         for (section, expected) in [
-            ("languages = [\"fr\"]\nqr = \"none\"", "is not \"de\" or \"en\""),
+            (
+                "languages = [\"fr\"]\nqr = \"none\"",
+                "is not \"de\" or \"en\"",
+            ),
             ("languages = [\"de\", \"de\"]\nqr = \"none\"", "given twice"),
             ("languages = []\nqr = \"none\"", "one or two"),
-            ("qr = \"status_url\"\nstatus_url = \"x\"\n[dummy]", "unknown field"),
+            (
+                "qr = \"status_url\"\nstatus_url = \"x\"\n[dummy]",
+                "unknown field",
+            ),
         ] {
             let text = crate::config::DEMO_CONFIG.replace(
                 "[ticket]\nlanguages = [\"de\"]\nqr = \"status_url\"\nstatus_url = \"https://termine.musterstadt.de/status/{booking}\"\n",

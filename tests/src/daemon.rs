@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
-use leitsystem::domain::EventRecord;
+use leitsystem::domain::{
+    BookingId, BookingInput, Command as EngineCommand, EventRecord, Outcome, ServiceId,
+};
+use leitsystem::plugin_host::DeviceHealth;
 
 /// The daemon binary of the same build profile as the running test.
 ///
@@ -279,6 +282,60 @@ pub fn compile_c_plugin(source: &Path, out: &Path, defines: &[&str]) -> anyhow::
         bail!("compiling {} failed", source.display());
     }
     Ok(out.to_path_buf())
+}
+
+/// Executes a command on the daemon; an error when it is refused.
+pub fn execute(daemon: &Daemon, command: EngineCommand) -> anyhow::Result<Outcome> {
+    let response = request(
+        daemon,
+        &ControlRequest::Execute {
+            request_id: None,
+            command,
+        },
+    )?;
+    if !response.ok {
+        bail!("command refused: {:?}", response.error);
+    }
+    response.outcome.context("no outcome in the answer")
+}
+
+/// Device health as `leitsystemd ctl devices` shows it.
+pub fn devices(daemon: &Daemon) -> anyhow::Result<Vec<DeviceHealth>> {
+    let response = request(daemon, &ControlRequest::Devices)
+        .with_context(|| format!("daemon log:\n{}", daemon.log_tail()))?;
+    response.devices.context("no devices in the answer")
+}
+
+/// One device's health.
+pub fn device(daemon: &Daemon, id: &str) -> anyhow::Result<DeviceHealth> {
+    devices(daemon)?
+        .into_iter()
+        .find(|d| d.id == id)
+        .with_context(|| format!("no device {id}"))
+}
+
+/// Books `id` for `service` with its slot now: always today (a slot minutes ahead falls on
+/// tomorrow just before midnight, and check-in is then refused as the wrong day) and within
+/// the check-in window.
+pub fn book(daemon: &Daemon, id: &str, service: &str) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    execute(
+        daemon,
+        EngineCommand::UpsertBooking {
+            booking: BookingInput {
+                id: BookingId::new(id),
+                version: 1,
+                service: ServiceId::new(service),
+                slot_start: now,
+                duration_minutes: 15,
+                desk: None,
+                personal: None,
+            },
+        },
+    )?;
+    Ok(())
 }
 
 /// Waits (bounded) until `check` returns Some.

@@ -9,26 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use leitsystem::control::ControlRequest;
-use leitsystem::domain::{BookingId, BookingInput, Command, DeskId, ServiceId};
-use leitsystem::plugin_host::{DeviceHealth, DeviceState};
+use leitsystem::domain::{Command, DeskId, ServiceId};
+use leitsystem::plugin_host::DeviceState;
 use leitsystem_tests::daemon::{
-    Daemon, assert_consistent, build_dir, compile_c_plugin, daemon_binary, device_line, free_port,
-    request, wait_for, write_config_with_devices,
+    Daemon, assert_consistent, book, build_dir, compile_c_plugin, daemon_binary, device,
+    device_line, devices, execute, free_port, request, wait_for, write_config_with_devices,
 };
-
-fn execute(daemon: &Daemon, command: Command) -> anyhow::Result<()> {
-    let response = request(
-        daemon,
-        &ControlRequest::Execute {
-            request_id: None,
-            command,
-        },
-    )?;
-    if !response.ok {
-        bail!("command refused: {:?}", response.error);
-    }
-    Ok(())
-}
 
 /// A walk-in, desk 1 opens and calls it: sends a `display` message to every display.
 fn issue_and_call(daemon: &Daemon) -> anyhow::Result<()> {
@@ -50,20 +36,8 @@ fn issue_and_call(daemon: &Daemon) -> anyhow::Result<()> {
         Command::CallNext {
             desk: DeskId::new("1"),
         },
-    )
-}
-
-fn devices(daemon: &Daemon) -> anyhow::Result<Vec<DeviceHealth>> {
-    let response = request(daemon, &ControlRequest::Devices)
-        .with_context(|| format!("daemon log:\n{}", daemon.log_tail()))?;
-    response.devices.context("no devices in the answer")
-}
-
-fn device(daemon: &Daemon, id: &str) -> anyhow::Result<DeviceHealth> {
-    devices(daemon)?
-        .into_iter()
-        .find(|d| d.id == id)
-        .with_context(|| format!("no device {id}"))
+    )?;
+    Ok(())
 }
 
 fn sim_devices(scanner: u16, buttons: u16) -> String {
@@ -97,29 +71,6 @@ options = {{ file = "${{data_dir}}/display.json" }}
     )
 }
 
-fn book(daemon: &Daemon, id: &str) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    execute(
-        daemon,
-        Command::UpsertBooking {
-            booking: BookingInput {
-                id: BookingId::new(id),
-                version: 1,
-                service: ServiceId::new("meldung"),
-                // Now: always today (a slot minutes ahead falls on tomorrow just before
-                // midnight, and check-in is then refused as the wrong day) and within the
-                // check-in window.
-                slot_start: now,
-                duration_minutes: 15,
-                desk: None,
-                personal: None,
-            },
-        },
-    )
-}
-
 /// Scans `booking` and waits for its printed ticket; returns the ticket number.
 fn scan_and_print(
     daemon: &Daemon,
@@ -127,7 +78,7 @@ fn scan_and_print(
     scanner: u16,
     booking: &str,
 ) -> anyhow::Result<String> {
-    book(daemon, booking)?;
+    book(daemon, booking, "meldung")?;
     wait_for("the scanner to listen", Duration::from_secs(10), || {
         Ok(device_line(scanner, booking).ok())
     })?;

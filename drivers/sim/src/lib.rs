@@ -7,7 +7,8 @@
 //!   is a button press with a unique `event_id`. Malformed lines are logged and ignored.
 //! - **printer**: writes each `print` job to `<dir>/<job>.json`. While the file named by
 //!   `paper_out_file` exists the paper is out: jobs fail with a clear reason and the status is
-//!   reported; when the file goes away the status clears.
+//!   reported; the switch is watched, so when the file goes away the cleared status is
+//!   reported at once (and the daemon reprints what failed).
 //! - **display**: writes the latest display state to `<file>` (atomically: temp file + rename).
 //!
 //! Options (in the device's `options`): `port` (scanner, buttons; 0 = any free port, the bound
@@ -40,7 +41,7 @@ pub struct SimDevice {
     threads: Vec<JoinHandle<()>>,
     printer: Option<PrinterOptions>,
     display_file: Option<PathBuf>,
-    paper_out: bool,
+    paper_out: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ impl Driver for SimDevice {
             threads: Vec::new(),
             printer: None,
             display_file: None,
-            paper_out: false,
+            paper_out: Arc::new(AtomicBool::new(false)),
         };
         match config.role {
             Role::Scanner | Role::Buttons => {
@@ -117,6 +118,24 @@ impl Driver for SimDevice {
                     paper_out_file: option_str(&config, "paper_out_file").map(PathBuf::from),
                 });
                 device.report_paper(true);
+                if let Some(switch) = device
+                    .printer
+                    .as_ref()
+                    .and_then(|p| p.paper_out_file.clone())
+                {
+                    let (host, stop, paper_out) =
+                        (device.host, device.stop.clone(), device.paper_out.clone());
+                    let thread = device
+                        .host
+                        .spawn(&format!("sim-{}", config.id), move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                check_paper(&host, &switch, &paper_out, false);
+                                std::thread::sleep(POLL * 5);
+                            }
+                        })
+                        .map_err(|e| format!("cannot start a thread: {e}"))?;
+                    device.threads.push(thread);
+                }
             }
             Role::Display => {
                 device.display_file = Some(required_path(&config, "file")?);
@@ -129,7 +148,7 @@ impl Driver for SimDevice {
         match (message, self.role) {
             (HostMessage::Print { job, document }, Role::Printer) => {
                 self.report_paper(false);
-                if self.paper_out {
+                if self.paper_out.load(Ordering::Relaxed) {
                     self.host.emit(&PluginMessage::PrintFailed {
                         job,
                         reason: "paper out".to_string(),
@@ -182,19 +201,27 @@ impl Driver for SimDevice {
 impl SimDevice {
     /// Reads the paper-out switch and reports it when it changed (or `always`).
     fn report_paper(&mut self, always: bool) {
-        let out = self
+        if let Some(switch) = self
             .printer
             .as_ref()
             .and_then(|p| p.paper_out_file.as_ref())
-            .is_some_and(|f| f.exists());
-        if always || out != self.paper_out {
-            self.host.emit(&PluginMessage::PrinterStatus {
-                paper: if out { Paper::Out } else { Paper::Ok },
-                cover_open: false,
-                online: true,
-            });
+        {
+            check_paper(&self.host, switch, &self.paper_out, always);
+        } else if always {
+            check_paper(&self.host, Path::new(""), &self.paper_out, true);
         }
-        self.paper_out = out;
+    }
+}
+
+/// Reads the paper-out switch file and reports the status when it changed (or `always`).
+fn check_paper(host: &Host, switch: &Path, paper_out: &AtomicBool, always: bool) {
+    let out = !switch.as_os_str().is_empty() && switch.exists();
+    if paper_out.swap(out, Ordering::Relaxed) != out || always {
+        host.emit(&PluginMessage::PrinterStatus {
+            paper: if out { Paper::Out } else { Paper::Ok },
+            cover_open: false,
+            online: true,
+        });
     }
 }
 
