@@ -252,19 +252,24 @@ mod tests {
         let check = |text: &str, columns: usize, expected: &[&str]| {
             assert_eq!(wrap(text, columns), expected, "{text:?} at {columns}");
         };
-        check("Bitte achten Sie auf die Anzeige.", 16, &[
-            "Bitte achten Sie",
-            "auf die Anzeige.",
-        ]);
-        check("Führerscheinangelegenheiten", 10, &[
-            "Führersche",
-            "inangelege",
-            "nheiten",
-        ]);
+        check(
+            "Bitte achten Sie auf die Anzeige.",
+            16,
+            &["Bitte achten Sie", "auf die Anzeige."],
+        );
+        check(
+            "Führerscheinangelegenheiten",
+            10,
+            &["Führersche", "inangelege", "nheiten"],
+        );
         check("ab\ncd", 10, &["ab", "cd"]);
         check("", 10, &[""]);
         check("exactly10c", 10, &["exactly10c"]);
-        check("a verylongwordhere b", 6, &["a", "verylo", "ngword", "here b"]);
+        check(
+            "a verylongwordhere b",
+            6,
+            &["a", "verylo", "ngword", "here b"],
+        );
     }
 
     #[test]
