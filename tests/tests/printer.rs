@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use leitsystem::domain::{PrintState, Ticket};
+use leitsystem::plugin_host::DeviceHealth;
 use leitsystem_tests::daemon::{
     Daemon, book, daemon_binary, device, device_line, free_port, request, wait_for,
     write_config_with_devices,
 };
-use leitsystem_tests::escpos::{Paper, PrinterEmulator, npos_parse, require_tool, zbar_decode};
+use leitsystem_tests::escpos::{
+    Paper, ParsedJob, PrinterEmulator, npos_parse, require_tool, zbar_decode,
+};
 
 /// The status URL the demo config's `[ticket]` puts into the QR code.
 fn status_url(booking: &str) -> String {
@@ -161,31 +164,93 @@ fn wait_for_print(daemon: &Daemon, number: &str, printed: bool) -> anyhow::Resul
     })
 }
 
+/// How the printer is connected.
+enum Link {
+    /// Serial port: a socat pty pair, a real tty.
+    Serial,
+    /// Ethernet printer: a TCP listener on 127.0.0.1.
+    Tcp,
+}
+
+/// A foyer terminal: the daemon with the sim scanner and an ESC/POS printer on `link`.
+struct Terminal {
+    daemon: Daemon,
+    scanner: u16,
+    printer: PrinterEmulator,
+    dir: tempfile::TempDir,
+}
+
+impl Terminal {
+    /// Starts it and waits until the printer link is up.
+    fn start(link: Link, profile: &str) -> anyhow::Result<Terminal> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let (printer, transport) = match link {
+            Link::Serial => {
+                let printer = PrinterEmulator::pty(dir.path())?;
+                let device = printer.device_path().context("pty path")?;
+                let transport = format!(
+                    r#"transport = "serial", device = "{}", baud = 9600"#,
+                    device.display()
+                );
+                (printer, transport)
+            }
+            Link::Tcp => {
+                let printer = PrinterEmulator::tcp()?;
+                let port = printer.port().context("tcp port")?;
+                let transport = format!(r#"transport = "tcp", host = "127.0.0.1", port = {port}"#);
+                (printer, transport)
+            }
+        };
+        let scanner = free_port()?;
+        let options = format!(r#"{transport}, profile = "{profile}""#);
+        let config = write_config_with_devices(dir.path(), &data, &devices(scanner, &options))?;
+        let daemon = Daemon::start(&config, &data, &[])?;
+        let terminal = Terminal {
+            daemon,
+            scanner,
+            printer,
+            dir,
+        };
+        terminal.wait_connected(true)?;
+        Ok(terminal)
+    }
+
+    fn wait_connected(&self, connected: bool) -> anyhow::Result<()> {
+        wait_for("the printer link", Duration::from_secs(10), || {
+            Ok((self.health()?.connected == Some(connected)).then_some(()))
+        })
+    }
+
+    fn health(&self) -> anyhow::Result<DeviceHealth> {
+        device(&self.daemon, "printer")
+    }
+
+    fn scan(&self, booking: &str) -> anyhow::Result<()> {
+        scan(&self.daemon, self.scanner, booking)
+    }
+
+    /// Everything the printer received so far, parsed by npos; the finished (cut) jobs.
+    fn printed_jobs(&self) -> anyhow::Result<Vec<ParsedJob>> {
+        let capture = self.dir.path().join("capture.bin");
+        std::fs::write(&capture, self.printer.captured())?;
+        let parsed = npos_parse(&capture, self.dir.path())?;
+        Ok(parsed.jobs.into_iter().filter(|j| j.cut).collect())
+    }
+}
+
 #[test]
 fn a_scan_prints_on_a_serial_printer_and_an_independent_parser_reads_text_umlauts_qr_and_cut()
 -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let printer = PrinterEmulator::pty(dir.path())?;
-    let scanner = free_port()?;
-    let options = format!(
-        r#"transport = "serial", device = "{}", baud = 9600, profile = "epson-tm-t20""#,
-        printer.device_path().context("pty path")?.display()
-    );
-    let config = write_config_with_devices(dir.path(), &data, &devices(scanner, &options))?;
-    let daemon = Daemon::start(&config, &data, &[])?;
-    scan(&daemon, scanner, "BK-1")?;
-    wait_for_cut(&printer, 1)?;
-    wait_for_print(&daemon, "F-001", true)?;
+    let terminal = Terminal::start(Link::Serial, "epson-tm-t20")?;
+    terminal.scan("BK-1")?;
+    wait_for_cut(&terminal.printer, 1)?;
+    wait_for_print(&terminal.daemon, "F-001", true)?;
 
-    let capture = dir.path().join("serial.bin");
-    std::fs::write(&capture, printer.captured())?;
-    let parsed = npos_parse(&capture, dir.path())?;
-    let job = parsed
-        .jobs
-        .iter()
-        .find(|j| j.cut)
-        .context("no finished job")?;
+    let jobs = terminal.printed_jobs()?;
+    let [job] = jobs.as_slice() else {
+        bail!("expected one ticket, got {jobs:?}");
+    };
     assert_eq!(job.codepage, Some(19), "CP858 selected the Epson way");
     for line in [
         "Stadt Musterstadt",
@@ -218,28 +283,15 @@ fn a_scan_prints_on_a_serial_printer_and_an_independent_parser_reads_text_umlaut
 #[test]
 fn a_tcp_printer_without_native_qr_gets_a_raster_qr_that_decodes() -> anyhow::Result<()> {
     require_tool("zbarimg", "zbar-tools")?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let printer = PrinterEmulator::tcp()?;
-    let scanner = free_port()?;
-    let options = format!(
-        r#"transport = "tcp", host = "127.0.0.1", port = {}, profile = "generic-80mm""#,
-        printer.port().context("tcp port")?
-    );
-    let config = write_config_with_devices(dir.path(), &data, &devices(scanner, &options))?;
-    let daemon = Daemon::start(&config, &data, &[])?;
-    scan(&daemon, scanner, "BK-2")?;
-    wait_for_cut(&printer, 1)?;
-    wait_for_print(&daemon, "F-001", true)?;
+    let terminal = Terminal::start(Link::Tcp, "generic-80mm")?;
+    terminal.scan("BK-2")?;
+    wait_for_cut(&terminal.printer, 1)?;
+    wait_for_print(&terminal.daemon, "F-001", true)?;
 
-    let capture = dir.path().join("tcp.bin");
-    std::fs::write(&capture, printer.captured())?;
-    let parsed = npos_parse(&capture, dir.path())?;
-    let job = parsed
-        .jobs
-        .iter()
-        .find(|j| j.cut)
-        .context("no finished job")?;
+    let jobs = terminal.printed_jobs()?;
+    let [job] = jobs.as_slice() else {
+        bail!("expected one ticket, got {jobs:?}");
+    };
     assert_eq!(job.codepage, Some(0), "the generic profile uses CP437");
     assert!(
         job.lines
@@ -250,8 +302,7 @@ fn a_tcp_printer_without_native_qr_gets_a_raster_qr_that_decodes() -> anyhow::Re
     let [raster] = job.rasters.as_slice() else {
         bail!("expected one raster image, got {:?}", job.rasters);
     };
-    let kept = artifacts()?.join("tcp-raster-qr.pgm");
-    std::fs::copy(raster, &kept)?;
+    std::fs::copy(raster, artifacts()?.join("tcp-raster-qr.pgm"))?;
     assert_eq!(zbar_decode(raster)?, vec![status_url("BK-2")]);
     Ok(())
 }
@@ -259,33 +310,21 @@ fn a_tcp_printer_without_native_qr_gets_a_raster_qr_that_decodes() -> anyhow::Re
 #[test]
 fn paper_out_fails_the_print_keeps_the_ticket_and_reprints_when_paper_is_back() -> anyhow::Result<()>
 {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let printer = PrinterEmulator::pty(dir.path())?;
-    let scanner = free_port()?;
-    let options = format!(
-        r#"transport = "serial", device = "{}", profile = "epson-tm-t20""#,
-        printer.device_path().context("pty path")?.display()
-    );
-    let config = write_config_with_devices(dir.path(), &data, &devices(scanner, &options))?;
-    let daemon = Daemon::start(&config, &data, &[])?;
-    wait_for("the printer link", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.connected == Some(true)).then_some(()))
-    })?;
-
+    let terminal = Terminal::start(Link::Serial, "epson-tm-t20")?;
+    let (daemon, printer) = (&terminal.daemon, &terminal.printer);
     printer.set_paper(Paper::Out);
     wait_for("paper out in the health", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.paper.as_deref() == Some("out")).then_some(()))
+        Ok((terminal.health()?.paper.as_deref() == Some("out")).then_some(()))
     })?;
-    scan(&daemon, scanner, "BK-3")?;
-    let failed = wait_for_print(&daemon, "F-001", false)?;
+    terminal.scan("BK-3")?;
+    let failed = wait_for_print(daemon, "F-001", false)?;
     let PrintState::Failed { reason, .. } = &failed.print else {
         bail!("not failed: {:?}", failed.print);
     };
     assert!(reason.contains("paper out"), "{reason}");
     // The ticket is valid: still in line.
     assert_eq!(failed.state, leitsystem::domain::TicketState::Waiting);
-    let health = device(&daemon, "printer")?;
+    let health = terminal.health()?;
     assert!(
         health
             .last_error
@@ -299,55 +338,39 @@ fn paper_out_fails_the_print_keeps_the_ticket_and_reprints_when_paper_is_back() 
 
     // Paper back: the idle status poll sees it, the daemon reprints by itself.
     printer.set_paper(Paper::Ok);
-    wait_for_cut(&printer, 1)?;
-    wait_for_print(&daemon, "F-001", true)?;
-    let capture = dir.path().join("reprint.bin");
-    std::fs::write(&capture, printer.captured())?;
-    let parsed = npos_parse(&capture, dir.path())?;
-    assert!(parsed.jobs.iter().any(|j| j.cut
-        && j.lines.iter().any(|l| l.trim() == "F-001")
-        && j.native_qr == vec![status_url("BK-3")]));
+    wait_for_cut(printer, 1)?;
+    wait_for_print(daemon, "F-001", true)?;
+    let jobs = terminal.printed_jobs()?;
+    assert!(
+        jobs.iter()
+            .any(|j| j.lines.iter().any(|l| l.trim() == "F-001")
+                && j.native_qr == vec![status_url("BK-3")]),
+        "{jobs:?}"
+    );
 
     // Near end of paper reaches the admin's device health.
     printer.set_paper(Paper::NearEnd);
     wait_for("near end in the health", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.paper.as_deref() == Some("near_end")).then_some(()))
+        Ok((terminal.health()?.paper.as_deref() == Some("near_end")).then_some(()))
     })?;
     Ok(())
 }
 
 #[test]
 fn an_unplugged_printer_is_reported_and_prints_again_when_plugged_back_in() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let mut printer = PrinterEmulator::pty(dir.path())?;
-    let scanner = free_port()?;
-    let options = format!(
-        r#"transport = "serial", device = "{}", profile = "epson-tm-t20""#,
-        printer.device_path().context("pty path")?.display()
-    );
-    let config = write_config_with_devices(dir.path(), &data, &devices(scanner, &options))?;
-    let daemon = Daemon::start(&config, &data, &[])?;
-    wait_for("the printer link", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.connected == Some(true)).then_some(()))
-    })?;
-
-    printer.unplug()?;
-    wait_for("the unplug to be noticed", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.connected == Some(false)).then_some(()))
-    })?;
+    let mut terminal = Terminal::start(Link::Serial, "epson-tm-t20")?;
+    terminal.printer.unplug()?;
+    terminal.wait_connected(false)?;
     // A ticket issued meanwhile fails to print but is valid.
-    scan(&daemon, scanner, "BK-4")?;
-    wait_for_print(&daemon, "F-001", false)?;
+    terminal.scan("BK-4")?;
+    wait_for_print(&terminal.daemon, "F-001", false)?;
 
-    printer.replug()?;
-    wait_for("the reconnect", Duration::from_secs(10), || {
-        Ok((device(&daemon, "printer")?.connected == Some(true)).then_some(()))
-    })?;
+    terminal.printer.replug()?;
+    terminal.wait_connected(true)?;
     // Back: the failed ticket is reprinted, and new tickets print.
-    wait_for_print(&daemon, "F-001", true)?;
-    scan(&daemon, scanner, "BK-5")?;
-    wait_for_print(&daemon, "F-002", true)?;
-    wait_for_cut(&printer, 2)?;
+    wait_for_print(&terminal.daemon, "F-001", true)?;
+    terminal.scan("BK-5")?;
+    wait_for_print(&terminal.daemon, "F-002", true)?;
+    wait_for_cut(&terminal.printer, 2)?;
     Ok(())
 }
