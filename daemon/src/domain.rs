@@ -351,6 +351,19 @@ pub enum Command {
         /// The booking.
         booking: BookingId,
     },
+    /// Check a visitor in with a verified signed token (see `token.rs`): works even when the
+    /// booking has not arrived from the website yet (offline first); the token's data then
+    /// stands for the booking. The signature is checked before this command is made.
+    CheckInWithToken {
+        /// The booking.
+        booking: BookingId,
+        /// The booked service.
+        service: ServiceId,
+        /// Slot start.
+        slot_start: Millis,
+        /// The booking's version the token was issued for.
+        version: u64,
+    },
     /// Pull a ticket without an appointment.
     WalkIn {
         /// The chosen service.
@@ -469,6 +482,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::CheckIn { .. } => "check_in",
+            Command::CheckInWithToken { .. } => "check_in_with_token",
             Command::WalkIn { .. } => "walk_in",
             Command::CallNext { .. } => "call_next",
             Command::CallTicket { .. } => "call_ticket",

@@ -23,6 +23,9 @@ use crate::domain::{
     TicketState,
 };
 
+/// Slot length assumed for a booking known only from its check-in token.
+pub const TOKEN_BOOKING_MINUTES: u32 = 15;
+
 /// Highest daily sequence per prefix (`A-9999`).
 pub const MAX_SEQUENCE: u32 = 9_999;
 
@@ -784,6 +787,45 @@ impl Engine {
                 Ok(Decided::issued(ticket, false))
             }
             Command::CheckIn { booking } => self.decide_check_in(booking, now),
+            Command::CheckInWithToken {
+                booking,
+                service,
+                slot_start,
+                version,
+            } => {
+                let stored = self.state.bookings.get(booking);
+                if stored.is_some_and(|b| b.version >= *version) {
+                    // The website's booking is as new or newer (maybe cancelled or moved):
+                    // it decides.
+                    return self.decide_check_in(booking, now);
+                }
+                // Offline first: the booking has not arrived yet (or only an older version):
+                // the signed token vouches for it, and it is stored with the check-in.
+                if !self.catalog.services.contains_key(service) {
+                    return Err(CommandError::UnknownService {
+                        service: service.clone(),
+                    });
+                }
+                let vouched = Booking {
+                    id: booking.clone(),
+                    version: *version,
+                    service: service.clone(),
+                    slot_start: *slot_start,
+                    duration_minutes: stored.map_or(TOKEN_BOOKING_MINUTES, |b| b.duration_minutes),
+                    status: BookingStatus::Booked,
+                    desk: stored.and_then(|b| b.desk.clone()),
+                    ticket: stored.and_then(|b| b.ticket.clone()),
+                };
+                let mut decided = self.decide_check_in_of(&vouched, now)?;
+                decided.events.insert(
+                    0,
+                    Event::BookingUpserted {
+                        booking: vouched,
+                        has_personal_data: false,
+                    },
+                );
+                Ok(decided)
+            }
             Command::CallNext { desk } => {
                 self.require_open(desk)?;
                 let mut events = Vec::new();
@@ -1109,8 +1151,6 @@ impl Engine {
     }
 
     fn decide_check_in(&self, id: &BookingId, now: Millis) -> Result<Decided, CommandError> {
-        let policy = &self.catalog.policy;
-        let calendar = &self.catalog.calendar;
         let booking = self
             .state
             .bookings
@@ -1118,6 +1158,13 @@ impl Engine {
             .ok_or_else(|| CommandError::UnknownBooking {
                 booking: id.clone(),
             })?;
+        self.decide_check_in_of(booking, now)
+    }
+
+    fn decide_check_in_of(&self, booking: &Booking, now: Millis) -> Result<Decided, CommandError> {
+        let policy = &self.catalog.policy;
+        let calendar = &self.catalog.calendar;
+        let id = &booking.id;
         if booking.status == BookingStatus::Cancelled {
             return Err(CommandError::BookingCancelled {
                 booking: id.clone(),

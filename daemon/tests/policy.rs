@@ -706,3 +706,52 @@ fn a_failed_print_keeps_the_ticket_valid_and_can_be_reprinted_until_it_is_final(
         Err(CommandError::UnknownTicket { .. })
     ));
 }
+
+#[test]
+fn a_signed_token_checks_in_before_the_booking_arrived_and_only_once() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:20");
+    let token = |booking: &str, slot: i64, version: u64| Command::CheckInWithToken {
+        booking: BookingId::new(booking),
+        service: ServiceId::new("ausweis"),
+        slot_start: slot,
+        version,
+    };
+    // Offline first: the booking never arrived, the token vouches for it.
+    let slot = sim.local("09:30");
+    let ticket = match sim.run(token("t1", slot, 1)) {
+        Ok(Outcome::TicketIssued { ticket, .. }) => ticket,
+        other => panic!("token check-in answered {other:?}"),
+    };
+    let booking = &sim.state().bookings[&BookingId::new("t1")];
+    assert_eq!((booking.version, booking.slot_start), (1, slot));
+    assert_eq!(booking.ticket.as_ref(), Some(&ticket));
+    // A replayed token is refused.
+    assert!(matches!(
+        sim.run(token("t1", slot, 1)),
+        Err(CommandError::AlreadyCheckedIn { .. })
+    ));
+    // The booking arrived and was cancelled since the token was issued: the newer booking wins.
+    sim.book("t2", "ausweis", "09:40", None);
+    sim.ok(Command::CancelBooking {
+        booking: BookingId::new("t2"),
+        version: 2,
+    });
+    assert!(matches!(
+        sim.run(token("t2", sim.local("09:40"), 1)),
+        Err(CommandError::BookingCancelled { .. })
+    ));
+    // Other days and check-in windows apply as for any booking, and a refusal stores nothing.
+    let tomorrow = local_instant("2026-06-16", "09:30");
+    assert!(matches!(
+        sim.run(token("t3", tomorrow, 1)),
+        Err(CommandError::WrongDay { .. })
+    ));
+    assert!(matches!(
+        sim.run(token("t4", sim.local("11:00"), 1)),
+        Err(CommandError::TooEarly { .. })
+    ));
+    assert!(!sim.state().bookings.contains_key(&BookingId::new("t3")));
+    assert!(!sim.state().bookings.contains_key(&BookingId::new("t4")));
+}
