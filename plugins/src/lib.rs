@@ -12,9 +12,14 @@
 //! which reports a panic as a device failure); tokio's runtime context does not reach into a
 //! loaded library, so a driver needing async I/O runs its own runtime on its own thread;
 //! [`Host::emit`] never blocks; the library is never unloaded while the daemon runs.
+//!
+//! With the cargo feature `testing`, [`testing`] is the host-side harness drivers' tests use:
+//! it loads a built plugin as the daemon does and collects what each device emits.
 
 pub mod document;
 pub mod messages;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};

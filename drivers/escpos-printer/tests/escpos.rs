@@ -1,11 +1,11 @@
-//! The built plugin (`libleitsystem_escpos_printer.so`), loaded with libloading as the daemon
-//! loads it, driving pretend printers: a TCP listener on 127.0.0.1 and, through `socat`, a
-//! pseudo-terminal pair (serial, and the USB transport's plain device file). Each pretend
-//! printer records every byte and answers each `DLE EOT n` with a status byte the test sets.
+//! The built plugin (`libleitsystem_escpos_printer.so`), loaded through
+//! `leitsystem_plugin::testing` as the daemon loads it, driving pretend printers: a TCP listener
+//! on 127.0.0.1 and, through `socat`, a pseudo-terminal pair (serial, and the USB transport's
+//! plain device file). Each pretend printer records every byte and answers each `DLE EOT n` with
+//! a status byte the test sets.
 //!
 //! `socat` is required (Debian package `socat`); without it the pty tests fail.
 
-use std::ffi::{CStr, c_char, c_void};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use leitsystem_escpos_printer::encode::{QrMode, encode, encode_for, sample_document};
 use leitsystem_escpos_printer::profiles::lookup;
+use leitsystem_plugin::PluginMessage;
 use leitsystem_plugin::document::{Align, Block, Document};
-use leitsystem_plugin::messages::{Paper, decode_plugin_message, encode_host_message};
-use leitsystem_plugin::{
-    ABI_VERSION, ENTRY_SYMBOL, EntryFn, HostApi, HostMessage, PluginDescriptor, PluginMessage,
-};
+use leitsystem_plugin::messages::Paper;
+use leitsystem_plugin::testing::{TestDevice, TestPlugin};
 use serde_json::json;
 
 const READY: [u8; 3] = [0x12, 0x12, 0x12];
@@ -30,202 +29,32 @@ const PAPER_OUT: [u8; 3] = [0x1A, 0x32, 0x72];
 const COVER_OPEN: [u8; 3] = [0x1A, 0x36, 0x12];
 const WAIT: Duration = Duration::from_secs(5);
 
-fn plugin_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    [
-        deps.join("libleitsystem_escpos_printer.so"),
-        deps.join("../libleitsystem_escpos_printer.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .expect("libleitsystem_escpos_printer.so is built next to the tests (cargo test -p leitsystem-escpos-printer)")
+fn load() -> Result<TestPlugin, String> {
+    TestPlugin::load_built("libleitsystem_escpos_printer.so")
 }
 
-/// Messages one device emitted; the device's `ctx` points here.
-#[derive(Default)]
-struct Collector {
-    messages: Mutex<Vec<PluginMessage>>,
+/// Waits of a printer device, bounded by [`WAIT`].
+trait PrinterDevice {
+    /// The outcome (done or failed) of `job`.
+    fn outcome(&self, job: &str) -> Result<PluginMessage, String>;
+    /// A connection message after `from` saying `connected`.
+    fn wait_connection(&self, from: usize, connected: bool) -> Result<PluginMessage, String>;
 }
 
-unsafe extern "C" fn collect(ctx: *mut c_void, message: *const u8, len: usize) {
-    // SAFETY: ctx is the Collector of the device, alive until after destroy; the plugin passes
-    // `len` readable bytes.
-    let (collector, bytes) = unsafe {
-        (
-            &*ctx.cast::<Collector>(),
-            std::slice::from_raw_parts(message, len),
-        )
-    };
-    let message = decode_plugin_message(bytes).expect("the plugin emits valid messages");
-    collector
-        .messages
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(message);
-}
-
-struct Plugin {
-    descriptor: &'static PluginDescriptor,
-    _library: libloading::Library,
-}
-
-impl Plugin {
-    fn load() -> Plugin {
-        // SAFETY: loading our own plugin; its initialisers are trivial.
-        let library = unsafe { libloading::Library::new(plugin_path()) }.expect("the plugin loads");
-        // SAFETY: the entry symbol has the ABI's type and returns a static descriptor.
-        let descriptor = unsafe {
-            &*library
-                .get::<EntryFn>(ENTRY_SYMBOL.as_bytes())
-                .expect("entry symbol")()
-        };
-        Plugin {
-            descriptor,
-            _library: library,
-        }
-    }
-
-    fn create(
-        &self,
-        id: &str,
-        role: &str,
-        options: serde_json::Value,
-    ) -> Result<Device<'_>, String> {
-        let collector = Box::new(Collector::default());
-        let api = Box::new(HostApi {
-            size: std::mem::size_of::<HostApi>() as u32,
-            abi_version: ABI_VERSION,
-            ctx: (&*collector as *const Collector).cast_mut().cast(),
-            emit: collect,
-        });
-        let body = json!({"v": 1, "id": id, "role": role, "options": options}).to_string();
-        let mut err = [0 as c_char; 512];
-        let mut instance = std::ptr::null_mut();
-        // SAFETY: valid buffers per the ABI.
-        let code = unsafe {
-            (self.descriptor.create)(
-                body.as_ptr(),
-                body.len(),
-                &*api,
-                &mut instance,
-                err.as_mut_ptr(),
-                err.len(),
-            )
-        };
-        if code != 0 {
-            // SAFETY: NUL-terminated by the SDK.
-            return Err(unsafe { CStr::from_ptr(err.as_ptr()) }
-                .to_string_lossy()
-                .into_owned());
-        }
-        Ok(Device {
-            plugin: self,
-            instance,
-            collector,
-            _api: api,
-            destroyed: false,
-        })
-    }
-}
-
-struct Device<'a> {
-    plugin: &'a Plugin,
-    instance: *mut c_void,
-    collector: Box<Collector>,
-    _api: Box<HostApi>,
-    destroyed: bool,
-}
-
-impl Device<'_> {
-    fn print(&self, job: &str, document: &Document) -> Result<(), String> {
-        let body = encode_host_message(&HostMessage::Print {
-            job: job.into(),
-            document: document.clone(),
-        });
-        let mut err = [0 as c_char; 256];
-        // SAFETY: valid instance and buffers.
-        let code = unsafe {
-            (self.plugin.descriptor.send)(
-                self.instance,
-                body.as_ptr(),
-                body.len(),
-                err.as_mut_ptr(),
-                err.len(),
-            )
-        };
-        if code == 0 {
-            Ok(())
-        } else {
-            // SAFETY: NUL-terminated by the SDK.
-            Err(unsafe { CStr::from_ptr(err.as_ptr()) }
-                .to_string_lossy()
-                .into_owned())
-        }
-    }
-
-    fn messages(&self) -> Vec<PluginMessage> {
-        self.collector
-            .messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// How many messages there are so far: `wait_for` after a mark looks only at newer ones.
-    fn mark(&self) -> usize {
-        self.messages().len()
-    }
-
-    /// Waits until a message after `from` satisfies `found`; returns it.
-    fn wait_for(
-        &self,
-        from: usize,
-        what: &str,
-        found: impl Fn(&PluginMessage) -> bool,
-    ) -> PluginMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(m) = self.messages().iter().skip(from).find(|m| found(m)) {
-                return m.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {WAIT:?}; messages: {:#?}",
-                self.messages()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn outcome(&self, job: &str) -> PluginMessage {
-        self.wait_for(0, &format!("outcome of {job}"), |m| {
+impl PrinterDevice for TestDevice<'_> {
+    fn outcome(&self, job: &str) -> Result<PluginMessage, String> {
+        self.wait_for(0, &format!("outcome of {job}"), WAIT, |m| {
             matches!(m, PluginMessage::PrintDone { job: j } | PluginMessage::PrintFailed { job: j, .. } if j == job)
         })
     }
 
-    fn wait_connection(&self, from: usize, connected: bool) -> PluginMessage {
+    fn wait_connection(&self, from: usize, connected: bool) -> Result<PluginMessage, String> {
         self.wait_for(
             from,
             &format!("connection {connected}"),
+            WAIT,
             |m| matches!(m, PluginMessage::Connection { connected: c, .. } if *c == connected),
         )
-    }
-
-    fn destroy(&mut self) -> Duration {
-        let started = Instant::now();
-        if !self.destroyed {
-            self.destroyed = true;
-            // SAFETY: created by this plugin, destroyed once.
-            unsafe { (self.plugin.descriptor.destroy)(self.instance) };
-        }
-        started.elapsed()
-    }
-}
-
-impl Drop for Device<'_> {
-    fn drop(&mut self) {
-        self.destroy();
     }
 }
 
@@ -507,33 +336,27 @@ fn tcp_options(printer: &TcpPrinter) -> serde_json::Value {
 }
 
 #[test]
-fn a_network_printer_prints_refuses_without_paper_and_recovers() {
-    let plugin = Plugin::load();
-    // SAFETY: static NUL-terminated strings.
-    let (name, roles) = unsafe {
-        (
-            CStr::from_ptr(plugin.descriptor.name).to_string_lossy(),
-            CStr::from_ptr(plugin.descriptor.roles).to_string_lossy(),
-        )
-    };
-    assert_eq!((&*name, &*roles), ("escpos-printer", "printer"));
+fn a_network_printer_prints_refuses_without_paper_and_recovers() -> Result<(), String> {
+    let plugin = load()?;
+    assert_eq!(
+        (plugin.name(), plugin.roles()),
+        ("escpos-printer", "printer")
+    );
     let printer = TcpPrinter::start();
-    let mut device = plugin
-        .create("foyer-printer", "printer", tcp_options(&printer))
-        .expect("created");
-    device.wait_connection(0, true);
-    device.wait_for(0, "status ok", |m| {
+    let mut device = plugin.create_device("foyer-printer", "printer", tcp_options(&printer))?;
+    device.wait_connection(0, true)?;
+    device.wait_for(0, "status ok", WAIT, |m| {
         *m == PluginMessage::PrinterStatus {
             paper: Paper::Ok,
             cover_open: false,
             online: true,
         }
-    });
+    })?;
 
     // A job: exactly the encoder's bytes, umlauts in cp858, the cut at the end.
     let document = ticket();
-    device.print("A-042", &document).expect("accepted");
-    assert_eq!(device.outcome("A-042"), printed("A-042"));
+    device.print("A-042", &document)?;
+    assert_eq!(device.outcome("A-042")?, printed("A-042"));
     let expected =
         encode_for(&document, &lookup("epson-tm-t20").expect("profile")).expect("encodes");
     assert!(expected.starts_with(&[0x1B, 0x40, 0x1B, 0x74, 19]));
@@ -553,40 +376,40 @@ fn a_network_printer_prints_refuses_without_paper_and_recovers() {
     // Paper out: the job fails with the reason, the status says so.
     let mark = device.mark();
     printer.pretend.set_status(PAPER_OUT);
-    device.print("A-043", &document).expect("accepted");
-    assert_eq!(device.outcome("A-043"), failed("A-043", "paper out"));
-    device.wait_for(mark, "paper out status", |m| {
+    device.print("A-043", &document)?;
+    assert_eq!(device.outcome("A-043")?, failed("A-043", "paper out"));
+    device.wait_for(mark, "paper out status", WAIT, |m| {
         *m == PluginMessage::PrinterStatus {
             paper: Paper::Out,
             cover_open: false,
             online: false,
         }
-    });
+    })?;
     // New paper: the idle poll reports it.
     let mark = device.mark();
     printer.pretend.set_status(READY);
-    device.wait_for(mark, "paper ok again", |m| is_status(m, Paper::Ok));
-    device.print("A-044", &document).expect("accepted");
-    assert_eq!(device.outcome("A-044"), printed("A-044"));
+    device.wait_for(mark, "paper ok again", WAIT, |m| is_status(m, Paper::Ok))?;
+    device.print("A-044", &document)?;
+    assert_eq!(device.outcome("A-044")?, printed("A-044"));
 
     // The paper runs out during the job: the query after it says so.
     printer.pretend.state().paper_out_after_cut = true;
-    device.print("A-045", &document).expect("accepted");
+    device.print("A-045", &document)?;
     assert_eq!(
-        device.outcome("A-045"),
+        device.outcome("A-045")?,
         failed("A-045", "paper ran out while printing")
     );
     let mark = device.mark();
     printer.pretend.set_status(READY);
-    device.wait_for(mark, "paper ok again", |m| is_status(m, Paper::Ok));
+    device.wait_for(mark, "paper ok again", WAIT, |m| is_status(m, Paper::Ok))?;
 
     // A printer that stops answering: the job fails with the timeout, the link goes down,
     // and comes back when it answers again.
     let mark = device.mark();
     printer.pretend.set_answering(false);
     let started = Instant::now();
-    device.print("A-046", &document).expect("accepted");
-    match device.outcome("A-046") {
+    device.print("A-046", &document)?;
+    match device.outcome("A-046")? {
         PluginMessage::PrintFailed { reason, .. } => assert!(
             reason.contains("no answer to the status query within 500 ms"),
             "{reason}"
@@ -594,31 +417,30 @@ fn a_network_printer_prints_refuses_without_paper_and_recovers() {
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(3));
-    device.wait_connection(mark, false);
+    device.wait_connection(mark, false)?;
     let mark = device.mark();
     printer.pretend.set_answering(true);
-    device.wait_connection(mark, true);
-    device.print("A-047", &document).expect("accepted");
-    assert_eq!(device.outcome("A-047"), printed("A-047"));
+    device.wait_connection(mark, true)?;
+    device.print("A-047", &document)?;
+    assert_eq!(device.outcome("A-047")?, printed("A-047"));
 
     assert!(
         device.destroy() < Duration::from_millis(300),
         "destroy must stop promptly"
     );
+    Ok(())
 }
 
 #[test]
-fn a_full_queue_fails_jobs_at_once_and_destroy_fails_the_rest() {
-    let plugin = Plugin::load();
+fn a_full_queue_fails_jobs_at_once_and_destroy_fails_the_rest() -> Result<(), String> {
+    let plugin = load()?;
     let printer = TcpPrinter::start();
     printer.pretend.set_answering(false);
-    let mut device = plugin
-        .create("slow", "printer", tcp_options(&printer))
-        .expect("created");
+    let mut device = plugin.create_device("slow", "printer", tcp_options(&printer))?;
     let document = ticket();
     let jobs: Vec<String> = (0..40).map(|n| format!("J-{n:03}")).collect();
     for job in &jobs {
-        device.print(job, &document).expect("accepted");
+        device.print(job, &document)?;
     }
     let full = device
         .messages()
@@ -626,6 +448,7 @@ fn a_full_queue_fails_jobs_at_once_and_destroy_fails_the_rest() {
         .filter(|m| matches!(m, PluginMessage::PrintFailed { reason, .. } if reason == "printer queue full"))
         .count();
     assert!((6..=8).contains(&full), "{full} jobs refused as queue full");
+    assert_eq!(device.invalid_messages(), Vec::<String>::new());
     let took = device.destroy();
     assert!(took < Duration::from_millis(300), "destroy took {took:?}");
     // Every job has exactly one outcome.
@@ -639,19 +462,20 @@ fn a_full_queue_fails_jobs_at_once_and_destroy_fails_the_rest() {
     }
     assert!(messages.contains(&failed("J-039", "printer queue full")));
     assert!(messages.contains(&failed("J-020", "the printer device was stopped")));
+    Ok(())
 }
 
 #[test]
-fn a_printer_without_status_prints_blind_and_notices_a_closed_link() {
-    let plugin = Plugin::load();
+fn a_printer_without_status_prints_blind_and_notices_a_closed_link() -> Result<(), String> {
+    let plugin = load()?;
     let printer = TcpPrinter::start();
     let mut options = tcp_options(&printer);
     options["profile"] = json!("generic-58mm");
-    let mut device = plugin.create("kiosk", "printer", options).expect("created");
-    device.wait_connection(0, true);
+    let mut device = plugin.create_device("kiosk", "printer", options)?;
+    device.wait_connection(0, true)?;
     let document = ticket();
-    device.print("K-1", &document).expect("accepted");
-    assert_eq!(device.outcome("K-1"), printed("K-1"));
+    device.print("K-1", &document)?;
+    assert_eq!(device.outcome("K-1")?, printed("K-1"));
     let profile = lookup("generic-58mm").expect("profile");
     let expected = encode(&document, &profile, QrMode::Raster).expect("encodes");
     assert!(
@@ -667,26 +491,25 @@ fn a_printer_without_status_prints_blind_and_notices_a_closed_link() {
     // The printer closes the connection: noticed by the idle check, then reconnected.
     let mark = device.mark();
     drop(printer);
-    device.wait_connection(mark, false);
+    device.wait_connection(mark, false)?;
     device.destroy();
+    Ok(())
 }
 
 #[test]
-fn a_serial_printer_prints_and_survives_being_unplugged() {
+fn a_serial_printer_prints_and_survives_being_unplugged() -> Result<(), String> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut printer = PtyPrinter::start(dir.path());
-    let plugin = Plugin::load();
-    let mut device = plugin
-        .create(
-            "serial-printer",
-            "printer",
-            json!({
-                "transport": "serial", "device": printer.device(), "baud": 115200,
-                "qr": "raster", "status_interval_ms": 100, "reconnect_max_ms": 500,
-            }),
-        )
-        .expect("created");
-    match device.wait_connection(0, true) {
+    let plugin = load()?;
+    let mut device = plugin.create_device(
+        "serial-printer",
+        "printer",
+        json!({
+            "transport": "serial", "device": printer.device(), "baud": 115200,
+            "qr": "raster", "status_interval_ms": 100, "reconnect_max_ms": 500,
+        }),
+    )?;
+    match device.wait_connection(0, true)? {
         PluginMessage::Connection { detail, .. } => assert_eq!(
             detail.as_deref(),
             Some(format!("serial {} at 115200 baud", printer.device()).as_str())
@@ -703,47 +526,46 @@ fn a_serial_printer_prints_and_survives_being_unplugged() {
     assert!(expected.starts_with(&[0x1B, 0x40]));
     assert!(expected.windows(2).any(|w| w == b"\x81h"), "ü as 0x81");
     assert!(expected.ends_with(&[0x1D, 0x56, 66, 0]));
-    device.print("F-007", &document).expect("accepted");
-    assert_eq!(device.outcome("F-007"), printed("F-007"));
+    device.print("F-007", &document)?;
+    assert_eq!(device.outcome("F-007")?, printed("F-007"));
     printer.pretend.assert_printed(&expected);
 
     // Unplugged: the link goes down; plugged in again: it comes back and prints.
     let mark = device.mark();
     printer.unplug();
-    device.wait_connection(mark, false);
+    device.wait_connection(mark, false)?;
     let mark = device.mark();
     printer.plug();
-    device.wait_connection(mark, true);
-    device.print("F-008", &document).expect("accepted");
-    assert_eq!(device.outcome("F-008"), printed("F-008"));
+    device.wait_connection(mark, true)?;
+    device.print("F-008", &document)?;
+    assert_eq!(device.outcome("F-008")?, printed("F-008"));
     printer.pretend.assert_printed(&expected);
     assert!(device.destroy() < Duration::from_millis(300));
+    Ok(())
 }
 
 #[test]
-fn the_usb_transport_drives_a_device_file() {
+fn the_usb_transport_drives_a_device_file() -> Result<(), String> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let printer = PtyPrinter::start(dir.path());
-    let plugin = Plugin::load();
-    let mut device = plugin
-        .create(
-            "usb-printer",
-            "printer",
-            json!({"transport": "usb", "device": printer.device(), "status_interval_ms": 100}),
-        )
-        .expect("created");
-    device.wait_connection(0, true);
+    let plugin = load()?;
+    let mut device = plugin.create_device(
+        "usb-printer",
+        "printer",
+        json!({"transport": "usb", "device": printer.device(), "status_interval_ms": 100}),
+    )?;
+    device.wait_connection(0, true)?;
     let document = ticket();
-    device.print("U-1", &document).expect("accepted");
-    assert_eq!(device.outcome("U-1"), printed("U-1"));
+    device.print("U-1", &document)?;
+    assert_eq!(device.outcome("U-1")?, printed("U-1"));
     printer.pretend.assert_printed(
         &encode_for(&document, &lookup("epson-tm-t20").expect("profile")).expect("encodes"),
     );
     let mark = device.mark();
     printer.pretend.set_status(COVER_OPEN);
-    device.print("U-2", &document).expect("accepted");
-    assert_eq!(device.outcome("U-2"), failed("U-2", "cover open"));
-    device.wait_for(mark, "cover open status", |m| {
+    device.print("U-2", &document)?;
+    assert_eq!(device.outcome("U-2")?, failed("U-2", "cover open"));
+    device.wait_for(mark, "cover open status", WAIT, |m| {
         matches!(
             m,
             PluginMessage::PrinterStatus {
@@ -751,13 +573,14 @@ fn the_usb_transport_drives_a_device_file() {
                 ..
             }
         )
-    });
+    })?;
     assert!(device.destroy() < Duration::from_millis(300));
+    Ok(())
 }
 
 #[test]
-fn bad_configs_are_refused_and_a_missing_printer_is_not_fatal() {
-    let plugin = Plugin::load();
+fn bad_configs_are_refused_and_a_missing_printer_is_not_fatal() -> Result<(), String> {
+    let plugin = load()?;
     for (role, options, expected) in [
         (
             "display",
@@ -783,20 +606,18 @@ fn bad_configs_are_refused_and_a_missing_printer_is_not_fatal() {
         ),
     ] {
         let err = plugin
-            .create("p", role, options.clone())
+            .create_device("p", role, options.clone())
             .err()
             .unwrap_or_default();
         assert!(err.contains(expected), "{options}: {err}");
     }
     // An unplugged printer: created anyway, reported as not connected, retried.
-    let mut device = plugin
-        .create(
-            "unplugged",
-            "printer",
-            json!({"transport": "usb", "device": "/nonexistent/lp0"}),
-        )
-        .expect("created without the printer");
-    match device.wait_connection(0, false) {
+    let mut device = plugin.create_device(
+        "unplugged",
+        "printer",
+        json!({"transport": "usb", "device": "/nonexistent/lp0"}),
+    )?;
+    match device.wait_connection(0, false)? {
         PluginMessage::Connection { detail, .. } => {
             let detail = detail.unwrap_or_default();
             assert!(
@@ -806,8 +627,8 @@ fn bad_configs_are_refused_and_a_missing_printer_is_not_fatal() {
         }
         other => panic!("{other:?}"),
     }
-    device.print("X-1", &ticket()).expect("accepted");
-    match device.outcome("X-1") {
+    device.print("X-1", &ticket())?;
+    match device.outcome("X-1")? {
         PluginMessage::PrintFailed { reason, .. } => {
             assert!(
                 reason.starts_with("printer not reachable: cannot open /nonexistent/lp0"),
@@ -817,21 +638,21 @@ fn bad_configs_are_refused_and_a_missing_printer_is_not_fatal() {
         other => panic!("{other:?}"),
     }
     assert!(device.destroy() < Duration::from_millis(300));
+    Ok(())
 }
 
 #[test]
-fn destroy_is_prompt_even_while_connecting() {
-    let plugin = Plugin::load();
+fn destroy_is_prompt_even_while_connecting() -> Result<(), String> {
+    let plugin = load()?;
     // A non-routable address: the connect hangs until its timeout (or fails at once when the
     // network says so); destroy must not wait for it either way.
-    let mut device = plugin
-        .create(
-            "far",
-            "printer",
-            json!({"transport": "tcp", "host": "10.255.255.1", "port": 9100}),
-        )
-        .expect("created");
+    let mut device = plugin.create_device(
+        "far",
+        "printer",
+        json!({"transport": "tcp", "host": "10.255.255.1", "port": 9100}),
+    )?;
     std::thread::sleep(Duration::from_millis(100));
     let took = device.destroy();
     assert!(took < Duration::from_millis(300), "destroy took {took:?}");
+    Ok(())
 }
