@@ -260,14 +260,18 @@ pub struct DeskState {
     pub since: Millis,
 }
 
-/// Booked or cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Booked, cancelled or deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
     /// The appointment stands.
+    #[default]
     Booked,
     /// The citizen or the office cancelled it.
     Cancelled,
+    /// The website deleted it (e.g. made in error); its personal data is erased at once. Kept
+    /// as a tombstone with its version, so an older change arriving late cannot revive it.
+    Deleted,
 }
 
 /// A booking as the queue sees it. Personal data is kept apart (see [`PersonalData`]) so it
@@ -339,6 +343,9 @@ pub struct BookingInput {
     /// Minimal personal data for the clerk.
     #[serde(default)]
     pub personal: Option<PersonalData>,
+    /// Booked (the default), cancelled or deleted.
+    #[serde(default)]
+    pub status: BookingStatus,
 }
 
 /// Everything any input can ask the queue engine to do. One way in: scanner, buttons, web,
@@ -865,6 +872,12 @@ pub enum CommandError {
         /// The booking.
         booking: BookingId,
     },
+    /// The booking was deleted by the website.
+    #[error("booking '{booking}' was deleted")]
+    BookingDeleted {
+        /// The booking.
+        booking: BookingId,
+    },
     /// The booking already has a ticket.
     #[error("booking '{booking}' is already checked in with ticket {ticket}")]
     AlreadyCheckedIn {
@@ -940,6 +953,7 @@ impl CommandError {
             CommandError::NothingWaiting { .. } => "nothing_waiting",
             CommandError::ServiceNotServed { .. } => "service_not_served",
             CommandError::BookingCancelled { .. } => "booking_cancelled",
+            CommandError::BookingDeleted { .. } => "booking_deleted",
             CommandError::AlreadyCheckedIn { .. } => "already_checked_in",
             CommandError::WrongDay { .. } => "wrong_day",
             CommandError::TooEarly { .. } => "too_early",

@@ -110,6 +110,8 @@ pub struct PendingCommit {
     pub personal: Vec<(BookingId, Date, PersonalData)>,
     /// Erase personal data of appointments before this day.
     pub purge_personal_before: Option<Date>,
+    /// Erase the personal data of these bookings (deleted by the website).
+    pub erase_personal: Vec<BookingId>,
     /// Forget answered request ids of days before this day.
     pub purge_requests_before: Option<Date>,
     /// Meta record after the commit.
@@ -119,7 +121,10 @@ pub struct PendingCommit {
 impl PendingCommit {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.requests.is_empty() && self.personal.is_empty()
+        self.records.is_empty()
+            && self.requests.is_empty()
+            && self.personal.is_empty()
+            && self.erase_personal.is_empty()
     }
 }
 
@@ -610,7 +615,13 @@ impl Engine {
         for event in decided.events {
             self.record(event, now, request);
         }
+        if let Some(booking) = decided.erase_personal {
+            // Within one commit the later change wins: an erase cancels data stored before it.
+            self.pending.personal.retain(|(id, _, _)| id != &booking);
+            self.pending.erase_personal.push(booking);
+        }
         if let Some((booking, day, data)) = decided.personal {
+            self.pending.erase_personal.retain(|id| id != &booking);
             self.pending.personal.push((booking, day, data));
         }
         let outcome = match decided.outcome {
@@ -1165,10 +1176,18 @@ impl Engine {
         let policy = &self.catalog.policy;
         let calendar = &self.catalog.calendar;
         let id = &booking.id;
-        if booking.status == BookingStatus::Cancelled {
-            return Err(CommandError::BookingCancelled {
-                booking: id.clone(),
-            });
+        match booking.status {
+            BookingStatus::Cancelled => {
+                return Err(CommandError::BookingCancelled {
+                    booking: id.clone(),
+                });
+            }
+            BookingStatus::Deleted => {
+                return Err(CommandError::BookingDeleted {
+                    booking: id.clone(),
+                });
+            }
+            BookingStatus::Booked => {}
         }
         if let Some(ticket) = &booking.ticket {
             return Err(CommandError::AlreadyCheckedIn {
@@ -1286,14 +1305,18 @@ impl Engine {
                 }));
             }
         }
-        let personal = input.personal.clone().filter(|p| !p.is_empty());
+        // Cancelled and deleted bookings keep no personal data; a deletion erases what was stored.
+        let personal = input
+            .personal
+            .clone()
+            .filter(|p| !p.is_empty() && input.status == BookingStatus::Booked);
         let booking = Booking {
             id: input.id.clone(),
             version: input.version,
             service: input.service.clone(),
             slot_start: input.slot_start,
             duration_minutes: input.duration_minutes,
-            status: BookingStatus::Booked,
+            status: input.status,
             desk: input.desk.clone(),
             ticket: existing.and_then(|b| b.ticket.clone()),
         };
@@ -1308,6 +1331,9 @@ impl Engine {
             },
         );
         decided.personal = personal.map(|p| (input.id.clone(), day, p));
+        if input.status != BookingStatus::Booked {
+            decided.erase_personal = Some(input.id.clone());
+        }
         Ok(decided)
     }
 
@@ -1498,6 +1524,7 @@ struct Decided {
     issued: Option<TicketNumber>,
     late_as_walk_in: bool,
     personal: Option<(BookingId, Date, PersonalData)>,
+    erase_personal: Option<BookingId>,
 }
 
 impl Decided {
@@ -1512,6 +1539,7 @@ impl Decided {
             issued: None,
             late_as_walk_in: false,
             personal: None,
+            erase_personal: None,
         }
     }
 
@@ -1532,6 +1560,7 @@ impl Decided {
             outcome: None,
             late_as_walk_in,
             personal: None,
+            erase_personal: None,
         }
     }
 }

@@ -644,6 +644,9 @@ impl Store {
                 }
             }
         }
+        for booking in &commit.erase_personal {
+            batch.remove(format!("p/{booking}").as_bytes());
+        }
         for (booking, day, data) in &commit.personal {
             let record = PersonalRecord {
                 day: *day,

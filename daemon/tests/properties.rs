@@ -144,6 +144,7 @@ fn command(op: &Op, state: &State, now: Millis) -> Command {
                 duration_minutes: 15,
                 desk: d.map(desk),
                 personal: None,
+                status: Default::default(),
             },
         },
         Op::Cancel { id, version } => Command::CancelBooking {

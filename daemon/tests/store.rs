@@ -30,6 +30,7 @@ fn book_with_name(sim: &mut Sim, id: &str, day: &str, name: &str) {
                 name: Some(name.to_string()),
                 note: Some("needs a wheelchair-accessible desk".to_string()),
             }),
+            status: Default::default(),
         },
     });
 }
@@ -100,4 +101,55 @@ fn personal_data_is_erased_at_the_end_of_the_appointment_day_by_default() {
 #[test]
 fn personal_data_is_kept_for_the_configured_retention() {
     check_purge(3, true);
+}
+
+#[test]
+fn a_deleted_booking_loses_its_personal_data_at_once_and_cannot_be_revived_by_an_older_change() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut sim = Sim::new();
+    book_with_name(&mut sim, "gone", "2026-06-15", "Erika Mustermann");
+    commit_all(&mut sim, &store);
+    let delete = |version| Command::UpsertBooking {
+        booking: BookingInput {
+            id: BookingId::new("gone"),
+            version,
+            service: ServiceId::new("ausweis"),
+            slot_start: local_instant("2026-06-15", "10:00"),
+            duration_minutes: 15,
+            desk: None,
+            personal: None,
+            status: leitsystem::domain::BookingStatus::Deleted,
+        },
+    };
+    sim.ok(delete(3));
+    commit_all(&mut sim, &store);
+    assert_eq!(
+        store
+            .personal_data(&BookingId::new("gone"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+    // A late, older change (version 2) is ignored: the tombstone keeps version 3.
+    assert!(matches!(
+        sim.run(Command::UpsertBooking {
+            booking: BookingInput {
+                version: 2,
+                status: Default::default(),
+                ..match delete(0) {
+                    Command::UpsertBooking { booking } => booking,
+                    _ => unreachable!(),
+                }
+            }
+        }),
+        Ok(leitsystem::domain::Outcome::BookingIgnored {
+            stored_version: 3,
+            ..
+        })
+    ));
+    sim.at("09:30");
+    assert!(matches!(
+        sim.check_in("gone"),
+        Err(leitsystem::domain::CommandError::BookingDeleted { .. })
+    ));
 }

@@ -332,6 +332,7 @@ pub fn book(daemon: &Daemon, id: &str, service: &str) -> anyhow::Result<()> {
                 duration_minutes: 15,
                 desk: None,
                 personal: None,
+                status: Default::default(),
             },
         },
     )?;

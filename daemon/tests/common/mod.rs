@@ -117,6 +117,7 @@ impl Sim {
                 duration_minutes: 15,
                 desk: desk.map(DeskId::new),
                 personal: None,
+                status: Default::default(),
             },
         });
     }
