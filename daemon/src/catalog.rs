@@ -115,6 +115,10 @@ pub struct Catalog {
     pub desks: BTreeMap<DeskId, Desk>,
     /// Layout of the printed ticket.
     pub ticket: crate::ticket::TicketLayout,
+    /// Public keys that sign check-in codes; empty = plain booking ids.
+    pub token_keys: crate::token::KeyRing,
+    /// Plain booking ids are accepted even with keys configured.
+    pub accept_unsigned: bool,
 }
 
 impl Catalog {
@@ -197,6 +201,18 @@ impl Catalog {
             services,
             desks,
             ticket: crate::ticket::TicketLayout::from_config(&config.ticket),
+            token_keys: {
+                let mut ring = crate::token::KeyRing::new();
+                for key in &config.tokens.keys {
+                    // Validated with the config; a key that fails here is left out.
+                    let _ = ring.insert_hex(
+                        u8::try_from(*key.id.get_ref()).unwrap_or(0),
+                        key.public_key.get_ref(),
+                    );
+                }
+                ring
+            },
+            accept_unsigned: config.tokens.accept_unsigned || config.tokens.keys.is_empty(),
         })
     }
 

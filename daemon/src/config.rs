@@ -54,6 +54,9 @@ pub struct Config {
     /// The printed ticket.
     #[serde(default)]
     pub ticket: TicketConfig,
+    /// Signed check-in codes: the website's public keys.
+    #[serde(default)]
+    pub tokens: TokensConfig,
     /// Where driver plugins are found.
     #[serde(default)]
     pub plugins: PluginsConfig,
@@ -143,6 +146,29 @@ impl Default for TicketTexts {
             bring: text("Bitte mitbringen:", "Please bring:"),
         }
     }
+}
+
+/// `[tokens]`: verifying the signed check-in codes of the booking confirmations.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// The website's public keys, by key id (several at once while keys are rotated).
+    #[serde(default)]
+    pub keys: Vec<TokenKeyConfig>,
+    /// Also accept plain, unsigned booking ids (for testing; anyone who knows an id could
+    /// check in with it). Without keys, plain ids are all there is.
+    #[serde(default)]
+    pub accept_unsigned: bool,
+}
+
+/// One public key of `[tokens]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKeyConfig {
+    /// Key id (0 to 255), as carried in the tokens.
+    pub id: Spanned<i64>,
+    /// Ed25519 public key, 64 hex digits.
+    pub public_key: Spanned<String>,
 }
 
 /// `[plugins]`: directories searched for plugin files named without a path.
@@ -593,6 +619,21 @@ fn validate(config: &Config) -> Vec<Problem> {
     );
 
     validate_ticket(&config.ticket, &mut out);
+    let mut key_ids = HashSet::new();
+    for key in &config.tokens.keys {
+        let id = *key.id.get_ref();
+        if !(0..=255).contains(&id) {
+            out.push((
+                key.id.span(),
+                format!("token key id {id} is out of range 0..=255"),
+            ));
+        } else if !key_ids.insert(id) {
+            out.push((key.id.span(), format!("token key id {id} given twice")));
+        }
+        if let Err(e) = crate::token::KeyRing::new().insert_hex(0, key.public_key.get_ref()) {
+            out.push((key.public_key.span(), format!("token key {id}: {e}")));
+        }
+    }
 
     if config.departments.is_empty() {
         out.push((0..0, "at least one [[department]] is needed".to_string()));

@@ -13,3 +13,4 @@ pub mod engine;
 pub mod plugin_host;
 pub mod store;
 pub mod ticket;
+pub mod token;

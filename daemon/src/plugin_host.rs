@@ -756,6 +756,7 @@ impl PluginHost {
         let host = PluginHost { devices, registry };
         let outputs = host.outputs();
         tracker.spawn(route(
+            catalog.clone(),
             events_rx,
             host.routes(),
             engine.clone(),
@@ -821,7 +822,45 @@ fn button_command(action: ButtonAction, desk: DeskId) -> Command {
 }
 
 /// Turns device reports into engine commands and health updates.
+/// What a scanned code asks for. With token keys configured, a signed token (verified here,
+/// before anything looks at the store) checks in even before its booking arrived; a plain
+/// booking id only when unsigned codes are accepted.
+fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, String> {
+    if code.is_empty() || code.len() > crate::token::MAX_INPUT_BYTES {
+        return Err(format!(
+            "a code of {} bytes is no check-in code",
+            code.len()
+        ));
+    }
+    if !catalog.token_keys.is_empty() {
+        match crate::token::verify(code, &catalog.site_id, &catalog.token_keys) {
+            Ok(claims) => {
+                return Ok(Command::CheckInWithToken {
+                    slot_start: claims.slot_start(&catalog.calendar),
+                    booking: claims.booking,
+                    service: claims.service,
+                    version: claims.version,
+                });
+            }
+            Err(crate::token::TokenError::NoToken) if catalog.accept_unsigned => {}
+            Err(crate::token::TokenError::NoToken) => {
+                return Err(
+                    "no signed check-in code found, and unsigned codes are not accepted".into(),
+                );
+            }
+            Err(e) => return Err(format!("{} ({})", e, e.code())),
+        }
+    }
+    if !catalog.accept_unsigned {
+        return Err("unsigned codes are not accepted".to_string());
+    }
+    Ok(Command::CheckIn {
+        booking: BookingId::new(code),
+    })
+}
+
 async fn route(
+    catalog: Arc<Catalog>,
     mut events: mpsc::Receiver<DeviceEvent>,
     devices: HashMap<String, (DeviceSpec, SyncSender<Supervise>)>,
     engine: EngineHandle,
@@ -848,17 +887,14 @@ async fn route(
         };
         let command = match message {
             PluginMessage::Scanned { code } if spec.role == Role::Scanner => {
-                let code = code.trim().to_string();
-                if code.is_empty() || code.len() > 512 {
-                    tracing::warn!(device = %id, "scanned code of {} bytes ignored", code.len());
-                    continue;
+                match scanned_command(code.trim(), &catalog) {
+                    Ok(command) => Some((None, command)),
+                    Err(reason) => {
+                        // The kiosk shows it once the web issue lands; the journal has it now.
+                        tracing::warn!(device = %id, "scanned code refused: {reason}");
+                        continue;
+                    }
                 }
-                Some((
-                    None,
-                    Command::CheckIn {
-                        booking: BookingId::new(code),
-                    },
-                ))
             }
             PluginMessage::Button {
                 desk,
@@ -955,8 +991,11 @@ async fn route(
                 source: format!("{}:{id}", spec.role.as_str()),
                 command,
             };
-            // The engine logs the outcome; the kiosk shows it once the web issue lands.
-            let _ = engine.execute(request).await;
+            // The kiosk shows the outcome once the web issue lands; the journal has it now.
+            let name = request.command.name();
+            if let Err(e) = engine.execute(request).await {
+                tracing::warn!(device = %id, command = name, "refused: {e}");
+            }
         }
     }
 }
