@@ -55,6 +55,18 @@ impl Calendar {
         }
     }
 
+    /// The instant of local wall-clock time `minute` (0..1440) on `day`. DST-safe: a time in
+    /// the spring gap (02:30 in Berlin) becomes the same time after the shift (03:30), a time in
+    /// the autumn fold its first occurrence (jiff's `compatible` disambiguation).
+    pub fn local_instant(&self, day: Date, minute: u16) -> Millis {
+        let (hour, minute) = ((minute / 60).min(23), minute % 60);
+        let time = day.at(hour as i8, minute as i8, 0, 0);
+        match time.to_zoned(self.tz.clone()) {
+            Ok(zoned) => zoned.timestamp().as_millisecond(),
+            Err(_) => self.start_of_day(day),
+        }
+    }
+
     /// The first instant of the day after `day`.
     pub fn start_of_next_day(&self, day: Date) -> Millis {
         match day.tomorrow() {

@@ -45,12 +45,11 @@ use std::fmt::Write as _;
 
 use ed25519_dalek::{SIGNATURE_LENGTH, Signature, Signer};
 use jiff::civil::Date;
-use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::clock::{Calendar, MINUTE, Millis};
+use crate::clock::{Calendar, Millis};
 use crate::domain::{BookingId, ServiceId};
 
 /// The only token format version this module reads and writes.
@@ -107,54 +106,13 @@ impl TokenClaims {
     /// day); a time in the spring gap (02:30 in Berlin) becomes the same time after the
     /// shift (03:30), a time in the autumn fold its first occurrence (as jiff's `compatible`).
     pub fn slot_start(&self, calendar: &Calendar) -> Millis {
-        let midnight = calendar.start_of_day(self.day);
-        let naive = midnight + i64::from(self.slot_minute) * MINUTE;
-        let hour = i8::try_from(self.slot_minute / 60).unwrap_or(0);
-        let minute = i8::try_from(self.slot_minute % 60).unwrap_or(0);
-        let Some(wall) = self
-            .day
-            .at(hour, minute, 0, 0)
-            .to_zoned(TimeZone::UTC)
-            .ok()
-            .map(|z| z.timestamp().as_millisecond())
-        else {
-            return naive;
-        };
-        // The calendar keeps its zone private, so read offsets through its public API.
-        let Some(before) = local_offset(calendar, midnight) else {
-            return naive;
-        };
-        let first = wall - before;
-        match local_offset(calendar, first) {
-            Some(offset) if offset == before => first,
-            Some(after) => {
-                let second = wall - after;
-                if local_offset(calendar, second) == Some(after) {
-                    second
-                } else {
-                    // In the spring gap: keep the earlier offset, i.e. shift forward.
-                    first
-                }
-            }
-            None => naive,
-        }
+        calendar.local_instant(self.day, self.slot_minute)
     }
 
     /// The slot start as local `HH:MM`.
     pub fn slot_hhmm(&self) -> String {
         format!("{:02}:{:02}", self.slot_minute / 60, self.slot_minute % 60)
     }
-}
-
-/// The calendar's UTC offset at `at`, in milliseconds (local minus UTC).
-fn local_offset(calendar: &Calendar, at: Millis) -> Option<Millis> {
-    let local: jiff::civil::DateTime = calendar.local_rfc3339(at).parse().ok()?;
-    let as_utc = local
-        .to_zoned(TimeZone::UTC)
-        .ok()?
-        .timestamp()
-        .as_millisecond();
-    Some(as_utc - at)
 }
 
 /// Why a scanned code was refused. Every variant reads as a message a kiosk can show;
@@ -781,7 +739,7 @@ mod tests {
     #[test]
     fn slot_start_matches_jiff_on_every_minute_of_dst_days() {
         let cal = Calendar::berlin();
-        let tz = TimeZone::get("Europe/Berlin").unwrap_or(TimeZone::UTC);
+        let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap_or(jiff::tz::TimeZone::UTC);
         for day in [
             jiff::civil::date(2026, 3, 29),
             jiff::civil::date(2026, 10, 25),
