@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod display;
 pub mod domain;
 pub mod engine;
 pub mod plugin_host;

@@ -55,7 +55,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A device running this long without failing starts its backoff afresh.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// Recent calls shown on a display.
-const DISPLAY_CALLS: usize = 8;
 
 /// Why a plugin or device could not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -698,6 +697,7 @@ impl PluginHost {
         specs: Vec<DeviceSpec>,
         catalog: Arc<Catalog>,
         engine: EngineHandle,
+        display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> PluginHost {
@@ -763,6 +763,12 @@ impl PluginHost {
             host.registry.clone(),
             shutdown.clone(),
         ));
+        let displays = outputs
+            .iter()
+            .filter(|(role, _, _)| *role == Role::Display)
+            .map(|(_, id, tx)| (id.clone(), tx.clone()))
+            .collect();
+        tracker.spawn(feed_displays(display, displays, shutdown.clone()));
         tracker.spawn(derive_outputs(
             engine.subscribe(),
             engine.clone(),
@@ -1061,66 +1067,8 @@ async fn reprint_failed(engine: &EngineHandle, printer: &str) {
     }
 }
 
-/// The public display state: the latest calls, ticket and desk only.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DisplayState {
-    /// Newest first.
-    pub calls: Vec<DisplayCall>,
-}
-
-/// One call on the display.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DisplayCall {
-    /// Call number.
-    pub ticket: String,
-    /// Desk id.
-    pub desk: String,
-    /// Desk label (German).
-    pub desk_label: String,
-    /// When.
-    pub at: i64,
-    /// A recall rather than the first call.
-    pub recall: bool,
-}
-
-impl DisplayState {
-    /// Applies one committed event; true when the display changed. The one place the display
-    /// projection is computed, for replaying the log at start and for live events alike.
-    pub fn apply(&mut self, record: &crate::domain::EventRecord, catalog: &Catalog) -> bool {
-        match &record.event {
-            Event::TicketCalled { ticket, desk, .. } | Event::TicketRecalled { ticket, desk } => {
-                self.calls.insert(
-                    0,
-                    DisplayCall {
-                        ticket: ticket.to_string(),
-                        desk: desk.to_string(),
-                        desk_label: catalog
-                            .desks
-                            .get(desk)
-                            .map(|d| d.label.de.clone())
-                            .unwrap_or_default(),
-                        at: record.at,
-                        recall: matches!(record.event, Event::TicketRecalled { .. }),
-                    },
-                );
-                self.calls.truncate(DISPLAY_CALLS);
-                true
-            }
-            Event::DayStarted { .. } => {
-                self.calls.clear();
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Log entries read at start to rebuild the display (more than a busy day produces).
-const DISPLAY_REPLAY: u64 = 10_000;
-
-/// Printers and displays, fed from committed events. The display is first rebuilt from the
-/// durable log, so a restarted daemon shows today's calls again; `committed` was subscribed
-/// before that read, and what the read already covered is skipped.
+/// Printers, fed from committed events: a ticket issued or to be reprinted becomes a print
+/// job for every printer.
 async fn derive_outputs(
     mut committed: tokio::sync::broadcast::Receiver<Arc<crate::domain::EventRecord>>,
     engine: EngineHandle,
@@ -1135,33 +1083,12 @@ async fn derive_outputs(
             }
         }
     };
-    let show = |display: &DisplayState| {
-        deliver(
-            Role::Display,
-            HostMessage::Display {
-                state: serde_json::to_value(display).unwrap_or_default(),
-            },
-        );
-    };
-    let mut display = DisplayState::default();
-    let seeded_up_to = engine.state_view().await.map_or(0, |view| view.last_seq);
-    let from = seeded_up_to.saturating_sub(DISPLAY_REPLAY).max(1);
-    match engine.events(from, DISPLAY_REPLAY as u32 + 1).await {
-        Ok(history) => {
-            for record in history.iter().filter(|r| r.seq <= seeded_up_to) {
-                display.apply(record, &catalog);
-            }
-        }
-        Err(e) => tracing::warn!("cannot rebuild the display from the log: {e}"),
-    }
-    show(&display);
     loop {
         let record = tokio::select! {
             _ = shutdown.cancelled() => return,
             record = committed.recv() => record,
         };
         let record = match record {
-            Ok(r) if r.seq <= seeded_up_to => continue,
             Ok(r) => r,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "device outputs fell behind the event log");
@@ -1189,8 +1116,28 @@ async fn derive_outputs(
                 },
             );
         }
-        if display.apply(&record, &catalog) {
-            show(&display);
+    }
+}
+
+/// Displays get the public display state ([`crate::display`]) whenever it changes.
+async fn feed_displays(
+    mut display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
+    displays: Vec<(String, SyncSender<Supervise>)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let state = serde_json::to_value(&**display.borrow_and_update()).unwrap_or_default();
+        for (id, tx) in &displays {
+            let message = HostMessage::Display {
+                state: state.clone(),
+            };
+            if tx.try_send(Supervise::Deliver(message)).is_err() {
+                tracing::warn!(device = %id, "device queue full; display state not delivered");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = display.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -1,0 +1,255 @@
+//! The public display: what the wall display, the `/display` web page and display plugins show.
+//!
+//! One projection of the committed events ([`DisplayState::apply`]: the latest calls) plus the
+//! waiting counts and estimated waits per service, published as one immutable
+//! [`PublicDisplay`] on a watch channel ([`spawn_feed`]). It holds call numbers, desk labels
+//! and service names only: nothing a booking carries about a person can reach it.
+//!
+//! At start the calls are rebuilt from the tail of the durable log, so a restarted daemon shows
+//! today's calls again; afterwards the feed follows the live events, and a burst of events is
+//! folded into one update.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::daemon::EngineHandle;
+use crate::domain::{Event, EventRecord};
+
+/// Calls kept on the display.
+pub const DISPLAY_CALLS: usize = 8;
+
+/// Log entries read at start to rebuild the calls (more than a busy day produces).
+const DISPLAY_REPLAY: u64 = 10_000;
+
+/// A text in both languages the display shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bilingual {
+    /// German.
+    pub de: String,
+    /// English.
+    pub en: String,
+}
+
+impl From<&crate::config::Text> for Bilingual {
+    fn from(text: &crate::config::Text) -> Self {
+        Self {
+            de: text.de.clone(),
+            en: text.en.clone(),
+        }
+    }
+}
+
+/// One call on the display.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisplayCall {
+    /// Call number.
+    pub ticket: String,
+    /// Desk id.
+    pub desk: String,
+    /// Desk label (German; kept for display plugins that show one language).
+    pub desk_label: String,
+    /// Desk label in both languages.
+    pub desk_labels: Bilingual,
+    /// Department of the desk (a display may show one department).
+    pub department: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// A recall rather than the first call.
+    pub recall: bool,
+    /// Log sequence number of the call: a new one means "sound the gong".
+    pub seq: u64,
+}
+
+/// The latest calls, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisplayState {
+    /// Newest first, at most [`DISPLAY_CALLS`].
+    pub calls: Vec<DisplayCall>,
+}
+
+impl DisplayState {
+    /// Applies one committed event; true when the calls changed. The one place the calls
+    /// projection is computed, for replaying the log at start and for live events alike.
+    pub fn apply(&mut self, record: &EventRecord, catalog: &Catalog) -> bool {
+        match &record.event {
+            Event::TicketCalled { ticket, desk, .. } | Event::TicketRecalled { ticket, desk } => {
+                let known = catalog.desks.get(desk);
+                self.calls.insert(
+                    0,
+                    DisplayCall {
+                        ticket: ticket.to_string(),
+                        desk: desk.to_string(),
+                        desk_label: known.map(|d| d.label.de.clone()).unwrap_or_default(),
+                        desk_labels: known.map(|d| (&d.label).into()).unwrap_or_default(),
+                        department: known.map(|d| d.department.to_string()).unwrap_or_default(),
+                        at: record.at,
+                        recall: matches!(record.event, Event::TicketRecalled { .. }),
+                        seq: record.seq,
+                    },
+                );
+                self.calls.truncate(DISPLAY_CALLS);
+                true
+            }
+            Event::DayStarted { .. } => {
+                self.calls.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The waiting line of one service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Service id.
+    pub service: String,
+    /// Service name.
+    pub name: Bilingual,
+    /// Department id.
+    pub department: String,
+    /// Tickets waiting.
+    pub waiting: u32,
+    /// Estimated wait for a ticket issued now, in minutes.
+    pub wait_minutes: u32,
+}
+
+/// Everything a public display shows. Never personal data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicDisplay {
+    /// Office name.
+    pub site: String,
+    /// Latest calls, newest first.
+    pub calls: Vec<DisplayCall>,
+    /// Waiting lines per service, in config order.
+    pub queues: Vec<QueueInfo>,
+    /// Log sequence number this state reflects.
+    pub seq: u64,
+}
+
+/// Whether an event can change the waiting counts or estimates.
+fn moves_queues(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::BookingUpserted { .. }
+            | Event::BookingCancelled { .. }
+            | Event::PersonalDataPurged { .. }
+            | Event::TicketPrinted { .. }
+            | Event::TicketPrintFailed { .. }
+            | Event::ReprintRequested { .. }
+            | Event::DeskModeChanged { .. }
+    )
+}
+
+async fn snapshot(
+    engine: &EngineHandle,
+    catalog: &Catalog,
+    calls: &DisplayState,
+    seq: u64,
+) -> PublicDisplay {
+    let view = engine.state_view().await.ok();
+    let queues = catalog
+        .services
+        .values()
+        .map(|s| QueueInfo {
+            service: s.id.to_string(),
+            name: (&s.name).into(),
+            department: s.department.to_string(),
+            waiting: view
+                .as_ref()
+                .and_then(|v| v.waiting.get(s.id.as_str()).copied())
+                .unwrap_or(0),
+            wait_minutes: view
+                .as_ref()
+                .and_then(|v| v.estimated_wait_minutes.get(s.id.as_str()).copied())
+                .unwrap_or(0),
+        })
+        .collect();
+    PublicDisplay {
+        site: catalog.site_name.clone(),
+        calls: calls.calls.clone(),
+        queues,
+        seq: view.map_or(seq, |v| v.last_seq.max(seq)),
+    }
+}
+
+/// Starts the display projection; the receiver always holds the latest [`PublicDisplay`].
+pub fn spawn_feed(
+    tracker: &tokio_util::task::TaskTracker,
+    engine: EngineHandle,
+    catalog: Arc<Catalog>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Arc<PublicDisplay>> {
+    let (tx, rx) = watch::channel(Arc::new(PublicDisplay::default()));
+    let committed = engine.subscribe();
+    tracker.spawn(feed(committed, engine, catalog, tx, shutdown));
+    rx
+}
+
+async fn feed(
+    mut committed: broadcast::Receiver<Arc<EventRecord>>,
+    engine: EngineHandle,
+    catalog: Arc<Catalog>,
+    tx: watch::Sender<Arc<PublicDisplay>>,
+    shutdown: CancellationToken,
+) {
+    let mut calls = DisplayState::default();
+    // `committed` was subscribed before this read; what the read covers is skipped below.
+    let seeded_up_to = engine.state_view().await.map_or(0, |view| view.last_seq);
+    let from = seeded_up_to.saturating_sub(DISPLAY_REPLAY).max(1);
+    match engine.events(from, DISPLAY_REPLAY as u32 + 1).await {
+        Ok(history) => {
+            for record in history.iter().filter(|r| r.seq <= seeded_up_to) {
+                calls.apply(record, &catalog);
+            }
+        }
+        Err(e) => tracing::warn!("cannot rebuild the display from the log: {e}"),
+    }
+    let _ = tx.send(Arc::new(
+        snapshot(&engine, &catalog, &calls, seeded_up_to).await,
+    ));
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            record = committed.recv() => record,
+        };
+        let mut changed = false;
+        let mut last_seq = seeded_up_to;
+        let mut handle = |record: Result<Arc<EventRecord>, broadcast::error::RecvError>| {
+            match record {
+                Ok(r) if r.seq <= seeded_up_to => {}
+                Ok(r) => {
+                    last_seq = r.seq;
+                    changed |= calls.apply(&r, &catalog) | moves_queues(&r.event);
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "the display fell behind the event log");
+                    changed = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            }
+        };
+        if matches!(first, Err(broadcast::error::RecvError::Closed)) {
+            return;
+        }
+        handle(first);
+        // Fold a burst into one update.
+        loop {
+            match committed.try_recv() {
+                Ok(r) => handle(Ok(r)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    handle(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(_) => break,
+            }
+        }
+        if changed {
+            let next = snapshot(&engine, &catalog, &calls, last_seq).await;
+            tx.send_replace(Arc::new(next));
+        }
+    }
+}
