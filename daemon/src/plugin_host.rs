@@ -54,7 +54,6 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A device running this long without failing starts its backoff afresh.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-/// Recent calls shown on a display.
 
 /// Why a plugin or device could not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
