@@ -408,7 +408,8 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let specs = crate::plugin_host::device_specs(&config, &config_dir, &data_dir);
-    let display = crate::display::spawn_feed(&tracker, handle.clone(), catalog.clone(), stop.clone());
+    let display =
+        crate::display::spawn_feed(&tracker, handle.clone(), catalog.clone(), stop.clone());
     let devices = crate::plugin_host::PluginHost::start(
         specs,
         catalog.clone(),

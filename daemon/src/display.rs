@@ -219,8 +219,8 @@ async fn feed(
         };
         let mut changed = false;
         let mut last_seq = seeded_up_to;
-        let mut handle = |record: Result<Arc<EventRecord>, broadcast::error::RecvError>| {
-            match record {
+        let mut handle =
+            |record: Result<Arc<EventRecord>, broadcast::error::RecvError>| match record {
                 Ok(r) if r.seq <= seeded_up_to => {}
                 Ok(r) => {
                     last_seq = r.seq;
@@ -231,8 +231,7 @@ async fn feed(
                     changed = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => {}
-            }
-        };
+            };
         if matches!(first, Err(broadcast::error::RecvError::Closed)) {
             return;
         }
