@@ -121,15 +121,16 @@ options = {{ {printer_options}, status_interval_ms = 100, reconnect_max_ms = 500
     )
 }
 
-fn ticket(daemon: &Daemon, number: &str) -> anyhow::Result<Ticket> {
+/// Today's ticket `number`, once issued (a scan is acknowledged by the scanner before the
+/// check-in is committed).
+fn ticket(daemon: &Daemon, number: &str) -> anyhow::Result<Option<Ticket>> {
     let response = request(daemon, &leitsystem::control::ControlRequest::State)?;
-    response
+    Ok(response
         .state
         .context("no state")?
         .tickets
         .into_iter()
-        .find(|t| t.number.as_str() == number)
-        .with_context(|| format!("no ticket {number}"))
+        .find(|t| t.number.as_str() == number))
 }
 
 /// Books `booking` for the driving licence service (four documents, umlauts) and scans it.
@@ -154,7 +155,9 @@ fn wait_for_cut(printer: &PrinterEmulator, jobs: usize) -> anyhow::Result<()> {
 
 fn wait_for_print(daemon: &Daemon, number: &str, printed: bool) -> anyhow::Result<Ticket> {
     wait_for("the print outcome", Duration::from_secs(10), || {
-        let t = ticket(daemon, number)?;
+        let Some(t) = ticket(daemon, number)? else {
+            return Ok(None);
+        };
         let done = match &t.print {
             PrintState::Printed { .. } => printed,
             PrintState::Failed { .. } => !printed,
