@@ -8,6 +8,7 @@
 //! - `{"op":"verify"}` (replays the log and compares it with the views and the live state)
 //! - `{"op":"devices"}` (health of every configured device)
 //! - `{"op":"events","from_seq":1,"limit":100}` (the durable log, at most 10,000 per request)
+//! - `{"op":"sync"}` (the MQTT booking sync: connection, counters, per-day counts and digests)
 //!
 //! Response, one line: `{"ok":true,...}` or `{"ok":false,"error":{"code":..,"message":..}}`.
 
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::daemon::{EngineHandle, ExecuteError};
 use crate::domain::{Command, CommandRequest, DeskState, EventRecord, Outcome, Ticket};
 use crate::plugin_host::{DeviceHealth, DeviceRegistry};
+use crate::sync::{DayView, SyncStatus, SyncView};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -58,6 +60,8 @@ pub enum ControlRequest {
         /// Most entries to return.
         limit: u32,
     },
+    /// The booking sync's state and the appliance's per-day booking counts and digests.
+    Sync,
 }
 
 /// Most log entries one `events` request returns.
@@ -112,6 +116,9 @@ pub struct ControlResponse {
     /// Log entries returned by `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventRecord>>,
+    /// The booking sync, returned by `sync`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
     /// Problems found by `verify` (empty when consistent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
@@ -129,6 +136,7 @@ impl ControlResponse {
             state: None,
             devices: None,
             events: None,
+            sync: None,
             problems: None,
             error: Some(ControlError {
                 code: code.to_string(),
@@ -146,6 +154,7 @@ impl ControlResponse {
             state: None,
             devices: None,
             events: None,
+            sync: None,
             problems: None,
             error: None,
         }
@@ -206,6 +215,7 @@ pub async fn serve(
     listener: UnixListener,
     engine: EngineHandle,
     devices: DeviceRegistry,
+    sync: SyncStatus,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -229,9 +239,10 @@ pub async fn serve(
         };
         let engine = engine.clone();
         let devices = devices.clone();
+        let sync = sync.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = serve_connection(stream, engine, devices, shutdown).await {
+            if let Err(e) = serve_connection(stream, engine, devices, sync, shutdown).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
             drop(permit);
@@ -243,6 +254,7 @@ async fn serve_connection(
     stream: UnixStream,
     engine: EngineHandle,
     devices: DeviceRegistry,
+    sync: SyncStatus,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -274,7 +286,7 @@ async fn serve_connection(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             written = async {
-                let response = handle_line(&line, &engine, &devices).await;
+                let response = handle_line(&line, &engine, &devices, &sync).await;
                 write_response(&mut write, &response).await
             } => written?,
         }
@@ -294,6 +306,7 @@ async fn handle_line(
     line: &[u8],
     engine: &EngineHandle,
     devices: &DeviceRegistry,
+    sync: &SyncStatus,
 ) -> ControlResponse {
     let request: ControlRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
@@ -364,6 +377,19 @@ async fn handle_line(
                 Err(e) => ControlResponse::error(e.code(), e.to_string()),
             }
         }
+        ControlRequest::Sync => match engine.booking_days(None).await {
+            Ok(days) => ControlResponse {
+                sync: Some(SyncView {
+                    state: sync.snapshot(),
+                    days: days
+                        .into_iter()
+                        .map(|(day, (count, digest))| (day.to_string(), DayView { count, digest }))
+                        .collect(),
+                }),
+                ..ControlResponse::success()
+            },
+            Err(e) => ControlResponse::error(e.code(), e.to_string()),
+        },
         ControlRequest::Verify => match engine.verify().await {
             Ok(problems) => ControlResponse {
                 ok: problems.is_empty(),

@@ -7,11 +7,13 @@
 //! covers a burst of commands (group commit), and no answer goes out before its write is
 //! durable.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use jiff::civil::Date;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -67,6 +69,9 @@ enum EngineMessage {
     State {
         reply: oneshot::Sender<StateView>,
     },
+    Queues {
+        reply: oneshot::Sender<QueueView>,
+    },
     Verify {
         reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
@@ -75,7 +80,14 @@ enum EngineMessage {
         limit: u32,
         reply: oneshot::Sender<Result<Vec<EventRecord>, String>>,
     },
+    BookingDays {
+        only: Option<BTreeSet<Date>>,
+        reply: oneshot::Sender<BookingDays>,
+    },
 }
+
+/// Count and digest (contract v1 of the booking sync) of the live bookings per local day.
+pub type BookingDays = BTreeMap<Date, (u64, String)>;
 
 /// Capacity of the committed-events broadcast; a subscriber that falls further behind loses
 /// the oldest events and is told so.
@@ -119,6 +131,12 @@ impl EngineHandle {
         self.ask(|reply| EngineMessage::State { reply }).await
     }
 
+    /// Waiting counts and estimated waits per service: the part of [`Self::state_view`] the
+    /// display needs, without copying today's tickets.
+    pub async fn queue_view(&self) -> Result<QueueView, ExecuteError> {
+        self.ask(|reply| EngineMessage::Queues { reply }).await
+    }
+
     /// Reads durable log entries from `from_seq` on.
     pub async fn events(
         &self,
@@ -132,6 +150,17 @@ impl EngineHandle {
         })
         .await?
         .map_err(ExecuteError::Storage)
+    }
+
+    /// Count and digest of the live bookings (today and later, tombstones included) per local
+    /// day, restricted to `only` when given (days without bookings then show count 0), for
+    /// the booking sync's gap detection. Read-only; computed on the engine thread.
+    pub async fn booking_days(
+        &self,
+        only: Option<BTreeSet<Date>>,
+    ) -> Result<BookingDays, ExecuteError> {
+        self.ask(|reply| EngineMessage::BookingDays { only, reply })
+            .await
     }
 
     /// Replays the log and compares it with the views and the live state.
@@ -270,6 +299,14 @@ fn engine_loop(
                 EngineMessage::State { reply } => {
                     let _ = reply.send(state_view(&engine));
                 }
+                EngineMessage::Queues { reply } => {
+                    let view = state_queues(&engine);
+                    let _ = reply.send(QueueView {
+                        last_seq: engine.state().last_seq,
+                        waiting: view.0,
+                        estimated_wait_minutes: view.1,
+                    });
+                }
                 EngineMessage::Verify { reply } => {
                     let _ = reply.send(verify(&engine, &store));
                 }
@@ -285,6 +322,13 @@ fn engine_loop(
                         .collect();
                     let _ = reply.send(events);
                 }
+                EngineMessage::BookingDays { only, reply } => {
+                    let _ = reply.send(crate::sync::contract::day_digests(
+                        engine.state().bookings.values(),
+                        &engine.catalog().calendar,
+                        only.as_ref(),
+                    ));
+                }
                 EngineMessage::Execute { .. } => {}
             }
         }
@@ -297,13 +341,40 @@ fn engine_loop(
     }
 }
 
+/// Waiting counts and estimated waits per service (see [`EngineHandle::queue_view`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueView {
+    /// Last event sequence number.
+    pub last_seq: u64,
+    /// Waiting tickets per service.
+    pub waiting: std::collections::BTreeMap<String, u32>,
+    /// Estimated wait per service in minutes.
+    pub estimated_wait_minutes: std::collections::BTreeMap<String, u32>,
+}
+
+type Queues = (
+    std::collections::BTreeMap<String, u32>,
+    std::collections::BTreeMap<String, u32>,
+);
+
+fn state_queues(engine: &Engine) -> Queues {
+    let view = state_view_without_tickets(engine);
+    (view.waiting, view.estimated_wait_minutes)
+}
+
 fn state_view(engine: &Engine) -> StateView {
+    let mut view = state_view_without_tickets(engine);
+    view.tickets = engine.state().tickets.values().cloned().collect();
+    view
+}
+
+fn state_view_without_tickets(engine: &Engine) -> StateView {
     let state = engine.state();
     let waiting = state.waiting_counts();
     StateView {
         day: state.day.map(|d| d.to_string()),
         last_seq: state.last_seq,
-        tickets: state.tickets.values().cloned().collect(),
+        tickets: Vec::new(),
         desks: state.desks.values().cloned().collect(),
         waiting: engine
             .catalog()
@@ -405,6 +476,14 @@ pub async fn run(
     let listener = control::bind(&socket_path)
         .await
         .context("opening the control socket")?;
+    let web_listener = match &config.web {
+        Some(web) => Some(
+            tokio::net::TcpListener::bind(web.listen)
+                .await
+                .with_context(|| format!("listening on {} for the web server", web.listen))?,
+        ),
+        None => None,
+    };
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let specs = crate::plugin_host::device_specs(&config, &config_dir, &data_dir);
@@ -418,10 +497,42 @@ pub async fn run(
         stop.clone(),
         &tracker,
     );
+    let sync_status = match &config.mqtt {
+        Some(mqtt) => {
+            let status = crate::sync::SyncStatus::default();
+            crate::sync::start(
+                mqtt,
+                &config_dir,
+                &data_dir,
+                catalog.clone(),
+                handle.clone(),
+                status.clone(),
+                stop.clone(),
+                &tracker,
+            )
+            .context("starting the booking sync")?;
+            status
+        }
+        None => crate::sync::SyncStatus::disabled(),
+    };
+    if let Some(web_listener) = web_listener {
+        if let Ok(address) = web_listener.local_addr() {
+            tracing::info!(%address, "web server: http://{address}/display");
+        }
+        let state = crate::web::WebState::new(
+            handle.clone(),
+            devices.registry(),
+            sync_status.clone(),
+            display.clone(),
+            stop.clone(),
+        );
+        tracker.spawn(crate::web::serve(web_listener, state));
+    }
     tracker.spawn(control::serve(
         listener,
         handle.clone(),
         devices.registry(),
+        sync_status,
         stop.clone(),
         tracker.clone(),
     ));

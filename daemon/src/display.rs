@@ -151,7 +151,7 @@ async fn snapshot(
     calls: &DisplayState,
     seq: u64,
 ) -> PublicDisplay {
-    let view = engine.state_view().await.ok();
+    let view = engine.queue_view().await.ok();
     let queues = catalog
         .services
         .values()

@@ -13,5 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod plugin_host;
 pub mod store;
+pub mod sync;
 pub mod ticket;
 pub mod token;
+pub mod web;

@@ -1,0 +1,183 @@
+//! Booking sync benchmark: `cargo bench -p leitsystemd --bench sync` (needs the Debian
+//! packages mosquitto and mosquitto-clients).
+//!
+//! A stock Mosquitto on a free port holds 50,000 bookings over 60 days as retained day
+//! snapshots (`BENCH_BOOKINGS` to change), published by `website-sim`. Then it prints:
+//! - as the baseline, how long `mosquitto_sub -C 60` takes to receive the same 60 messages;
+//! - how long a fresh appliance takes from the daemon's start until every booking is durably
+//!   stored (the daemon's own `bookings_applied` counter), as bookings per second, and the
+//!   ratio baseline / appliance (goal ≥ 0.5);
+//! - the daemon's peak RSS (VmHWM) during the sync (goal ≤ 64 MB).
+//!
+//! Figures only; nothing here asserts a time.
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+#[allow(
+    dead_code,
+    reason = "the shared helpers serve every benchmark; this one uses a few"
+)]
+mod common;
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leitsystem::control::ControlRequest;
+
+const SITE: &str = "musterstadt-rathaus";
+const DAYS: u32 = 60;
+
+fn find(name: &str) -> Result<PathBuf, Box<dyn Error>> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("`{name}` is missing: install mosquitto and mosquitto-clients").into()
+        })
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let bookings: usize = std::env::var("BENCH_BOOKINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
+    std::fs::write(
+        dir.path().join("mosquitto.conf"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )?;
+    let mut broker = Command::new(find("mosquitto")?)
+        .arg("-c")
+        .arg(dir.path().join("mosquitto.conf"))
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = broker.kill();
+            return Err("mosquitto did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = run(bookings, port, dir.path());
+    let _ = broker.kill();
+    let _ = broker.wait();
+    result
+}
+
+fn run(bookings: usize, port: u16, dir: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    let binary = env!("CARGO_BIN_EXE_leitsystemd");
+    let status = Command::new(binary)
+        .args([
+            "website-sim",
+            "publish",
+            "--port",
+            &port.to_string(),
+            "--site",
+            SITE,
+        ])
+        .args([
+            "--bookings",
+            &bookings.to_string(),
+            "--days",
+            &DAYS.to_string(),
+        ])
+        .args(["--services", "ausweis,meldung,fuehrerschein"])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err("website-sim publish failed".into());
+    }
+
+    // Baseline: a plain subscriber receiving the same retained snapshots.
+    let topic = format!("leitsystem/v1/{SITE}/bookings/day/+");
+    let started = Instant::now();
+    let status = Command::new(find("mosquitto_sub")?)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-C",
+            &DAYS.to_string(),
+            "-t",
+            &topic,
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    let baseline = started.elapsed();
+    if !status.success() {
+        return Err("mosquitto_sub failed".into());
+    }
+
+    let data = dir.join("data");
+    let config = dir.join("leitsystem.toml");
+    common::write_config(
+        &config,
+        &data,
+        &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"),
+    )?;
+    let started = Instant::now();
+    let mut daemon = common::BenchDaemon::start(&config, &data)?;
+    let mut peak_kib = 0;
+    let synced = loop {
+        peak_kib = peak_kib.max(vm_hwm_kib(daemon.pid()));
+        let view = daemon
+            .client
+            .request(&ControlRequest::Sync)?
+            .sync
+            .ok_or("no sync state")?;
+        if view.state.bookings_applied as usize >= bookings {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("not synced after 600 s: {:?}", view.state).into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The outbox still publishes the events; let it finish for the memory figure.
+    std::thread::sleep(Duration::from_secs(2));
+    peak_kib = peak_kib.max(vm_hwm_kib(daemon.pid()));
+    drop(daemon);
+
+    let per_second = bookings as f64 / synced.as_secs_f64();
+    println!(
+        "booking sync, {bookings} bookings over {DAYS} days, fresh appliance, stock Mosquitto"
+    );
+    println!(
+        "  mosquitto_sub receiving the {DAYS} snapshots (baseline): {:>8.3} s",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "  appliance, start until all durably stored:             {:>8.3} s  ({per_second:.0} bookings/s)",
+        synced.as_secs_f64()
+    );
+    println!(
+        "  ratio baseline / appliance: {:.2} (goal >= 0.5)",
+        baseline.as_secs_f64() / synced.as_secs_f64()
+    );
+    println!(
+        "  daemon peak RSS (VmHWM): {:.1} MB (goal <= 64 MB)",
+        peak_kib as f64 / 1024.0
+    );
+    Ok(())
+}

@@ -1,0 +1,569 @@
+//! Contract v1 of the booking sync: topics, the JSON payloads (wire DTOs, apart from the domain
+//! types), their validation and the per-day digest. Documented for the website's developers in
+//! `daemon/docs/mqtt.md` and `daemon/docs/asyncapi.yaml`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Calendar, Millis};
+use crate::domain::{
+    Booking, BookingId, BookingInput, BookingStatus, DeskId, EventRecord, PersonalData, ServiceId,
+};
+
+/// The contract version every payload carries as `"v"`.
+pub const CONTRACT_VERSION: u32 = 1;
+/// Longest booking id.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest personal data field in bytes (the engine enforces the same limit).
+pub const MAX_PERSONAL_LEN: usize = 1_000;
+
+/// The topics of one site under `<root>/<site>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+/// What an inbound topic is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundTopic {
+    /// `<prefix>/bookings/day/<day>`: the day snapshot (retained).
+    DaySnapshot(Date),
+    /// `<prefix>/bookings/change`: one booking change.
+    Change,
+    /// Anything else.
+    Unknown,
+}
+
+impl Topics {
+    /// Topics of `site` under `root` (e.g. `leitsystem/v1`).
+    pub fn new(root: &str, site: &str) -> Self {
+        Self {
+            prefix: format!("{root}/{site}"),
+        }
+    }
+
+    /// `<root>/<site>`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The day snapshot of `day`.
+    pub fn day(&self, day: Date) -> String {
+        format!("{}/bookings/day/{day}", self.prefix)
+    }
+
+    /// The subscription for every day snapshot.
+    pub fn all_days(&self) -> String {
+        format!("{}/bookings/day/+", self.prefix)
+    }
+
+    /// Booking changes.
+    pub fn change(&self) -> String {
+        format!("{}/bookings/change", self.prefix)
+    }
+
+    /// The appliance's events.
+    pub fn events(&self) -> String {
+        format!("{}/events", self.prefix)
+    }
+
+    /// The appliance's retained status.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// Classifies an inbound topic.
+    pub fn classify(&self, topic: &str) -> InboundTopic {
+        let Some(rest) = topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return InboundTopic::Unknown;
+        };
+        if rest == "bookings/change" {
+            return InboundTopic::Change;
+        }
+        match rest
+            .strip_prefix("bookings/day/")
+            .and_then(|d| parse_day(d).ok())
+        {
+            Some(day) => InboundTopic::DaySnapshot(day),
+            None => InboundTopic::Unknown,
+        }
+    }
+}
+
+/// Parses a strict `YYYY-MM-DD`.
+pub fn parse_day(text: &str) -> Result<Date, String> {
+    if text.len() != 10 {
+        return Err(format!("'{text}' is not a date YYYY-MM-DD"));
+    }
+    text.parse::<Date>()
+        .map_err(|e| format!("'{text}' is not a date YYYY-MM-DD: {e}"))
+}
+
+/// Booking status on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireStatus {
+    /// The appointment stands.
+    Booked,
+    /// Cancelled.
+    Cancelled,
+    /// Deleted (personal data erased; kept as a versioned tombstone).
+    Deleted,
+}
+
+impl From<WireStatus> for BookingStatus {
+    fn from(s: WireStatus) -> Self {
+        match s {
+            WireStatus::Booked => BookingStatus::Booked,
+            WireStatus::Cancelled => BookingStatus::Cancelled,
+            WireStatus::Deleted => BookingStatus::Deleted,
+        }
+    }
+}
+
+/// Personal data on the wire (for the clerk only; never in the event log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WirePersonal {
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Note for the clerk.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A booking on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireBooking {
+    /// The website's booking id.
+    pub id: String,
+    /// Version, increasing with every change of the booking.
+    pub version: u64,
+    /// Booked, cancelled or deleted.
+    pub status: WireStatus,
+    /// Service id as configured on the appliance.
+    pub service: String,
+    /// Slot start, RFC 3339 with offset.
+    pub slot_start: String,
+    /// Slot length in minutes.
+    pub duration_minutes: u32,
+    /// The desk the appointment is with.
+    #[serde(default)]
+    pub desk: Option<String>,
+    /// Personal data for the clerk.
+    #[serde(default)]
+    pub personal: Option<WirePersonal>,
+}
+
+/// `<prefix>/bookings/day/<day>`: every booking of one local day (retained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaySnapshot {
+    /// Contract version (1).
+    pub v: u32,
+    /// Site id.
+    pub site: String,
+    /// The local day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Number of bookings.
+    pub count: u64,
+    /// Digest of the bookings' ids and versions ([`day_digest`]).
+    pub digest: String,
+    /// All bookings of the day, cancelled and deleted ones included.
+    pub bookings: Vec<WireBooking>,
+}
+
+/// `<prefix>/bookings/change`: one booking changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingChange {
+    /// Contract version (1).
+    pub v: u32,
+    /// The booking as it is now.
+    pub booking: WireBooking,
+    /// The booking's local day.
+    pub day: String,
+    /// The website's count of bookings of that day after this change.
+    pub day_count: u64,
+    /// The website's digest of that day after this change.
+    pub day_digest: String,
+}
+
+/// `<prefix>/events`: one committed engine event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMessage {
+    /// Contract version (1).
+    pub v: u32,
+    /// Site id.
+    pub site: String,
+    /// The site's event sequence number, gapless from 1.
+    pub seq: u64,
+    /// When, RFC 3339 (UTC).
+    pub at: String,
+    /// The event as the log holds it (never personal data).
+    pub event: serde_json::Value,
+}
+
+/// `<prefix>/status`: the appliance's status (retained; the last will says offline).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusMessage {
+    /// Contract version (1).
+    pub v: u32,
+    /// `online` or `offline`.
+    pub state: String,
+    /// Newest event sequence number when it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    /// `leitsystemd <version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<String>,
+}
+
+impl EventMessage {
+    /// The message for one log entry.
+    pub fn from_record(site: &str, record: &EventRecord) -> Self {
+        Self {
+            v: CONTRACT_VERSION,
+            site: site.to_string(),
+            seq: record.seq,
+            at: rfc3339(record.at),
+            event: serde_json::to_value(&record.event).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// An instant as RFC 3339 in UTC.
+pub fn rfc3339(at: Millis) -> String {
+    jiff::Timestamp::from_millisecond(at)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// One booking's contribution to a day digest: the first 8 bytes (big-endian) of
+/// SHA-256(`"<id>\n<version>"`).
+pub fn booking_hash(id: &str, version: u64) -> u64 {
+    let digest = Sha256::digest(format!("{id}\n{version}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// Count and digest of one day: the wrapping sum of [`booking_hash`] over every booking of the
+/// day (any status), as 16 lowercase hex digits. Order does not matter.
+pub fn day_digest<'a>(bookings: impl IntoIterator<Item = (&'a str, u64)>) -> (u64, String) {
+    let mut count = 0u64;
+    let mut sum = 0u64;
+    for (id, version) in bookings {
+        count += 1;
+        sum = sum.wrapping_add(booking_hash(id, version));
+    }
+    (count, format!("{sum:016x}"))
+}
+
+/// Count and digest of an appliance's bookings per local day (the engine's live bookings:
+/// today and later, tombstones included), restricted to `only` when given.
+pub fn day_digests<'a>(
+    bookings: impl IntoIterator<Item = &'a Booking>,
+    calendar: &Calendar,
+    only: Option<&std::collections::BTreeSet<Date>>,
+) -> BTreeMap<Date, (u64, String)> {
+    let mut sums: BTreeMap<Date, (u64, u64)> = BTreeMap::new();
+    for booking in bookings {
+        let day = calendar.day_of(booking.slot_start);
+        if only.is_some_and(|days| !days.contains(&day)) {
+            continue;
+        }
+        let entry = sums.entry(day).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry
+            .1
+            .wrapping_add(booking_hash(booking.id.as_str(), booking.version));
+    }
+    let mut out: BTreeMap<Date, (u64, String)> = sums
+        .into_iter()
+        .map(|(day, (count, sum))| (day, (count, format!("{sum:016x}"))))
+        .collect();
+    if let Some(days) = only {
+        for day in days {
+            out.entry(*day)
+                .or_insert_with(|| (0, format!("{:016x}", 0)));
+        }
+    }
+    out
+}
+
+fn check_version(v: u32) -> Result<(), String> {
+    if v == CONTRACT_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "contract version {v} is not supported (this appliance speaks v{CONTRACT_VERSION})"
+        ))
+    }
+}
+
+fn check_digest(digest: &str) -> Result<(), String> {
+    if digest.len() == 16
+        && digest
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        Ok(())
+    } else {
+        Err(format!("digest '{digest}' is not 16 lowercase hex digits"))
+    }
+}
+
+impl WireBooking {
+    /// Validates the booking and turns it into the engine's input; `day` is the local day it
+    /// must fall on (the snapshot's or change's day).
+    pub fn to_input(&self, calendar: &Calendar, day: Date) -> Result<BookingInput, String> {
+        let id = &self.id;
+        if id.is_empty()
+            || id.len() > MAX_ID_LEN
+            || id.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(format!(
+                "booking id '{id}' must be 1-{MAX_ID_LEN} printable characters without spaces"
+            ));
+        }
+        if self.version == 0 {
+            return Err(format!("booking '{id}': version must be at least 1"));
+        }
+        if !(1..=480).contains(&self.duration_minutes) {
+            return Err(format!(
+                "booking '{id}': duration_minutes {} is out of range 1..=480",
+                self.duration_minutes
+            ));
+        }
+        let slot: jiff::Timestamp = self.slot_start.parse().map_err(|e| {
+            format!(
+                "booking '{id}': slot_start '{}' is not RFC 3339 with offset: {e}",
+                self.slot_start
+            )
+        })?;
+        let slot_start = slot.as_millisecond();
+        let slot_day = calendar.day_of(slot_start);
+        if slot_day != day {
+            return Err(format!(
+                "booking '{id}': its slot falls on {slot_day}, not on {day}"
+            ));
+        }
+        if let Some(p) = &self.personal {
+            let too_long =
+                |f: &Option<String>| f.as_ref().is_some_and(|s| s.len() > MAX_PERSONAL_LEN);
+            if too_long(&p.name) || too_long(&p.note) {
+                return Err(format!(
+                    "booking '{id}': personal fields are limited to {MAX_PERSONAL_LEN} bytes"
+                ));
+            }
+        }
+        Ok(BookingInput {
+            id: BookingId::new(id.clone()),
+            version: self.version,
+            service: ServiceId::new(self.service.clone()),
+            slot_start,
+            duration_minutes: self.duration_minutes,
+            desk: self.desk.clone().map(DeskId::new),
+            personal: self.personal.as_ref().map(|p| PersonalData {
+                name: p.name.clone(),
+                note: p.note.clone(),
+            }),
+            status: self.status.into(),
+        })
+    }
+}
+
+/// A snapshot, checked against its topic and the contract.
+#[derive(Debug, Clone)]
+pub struct ValidSnapshot {
+    /// Its day.
+    pub day: Date,
+    /// The website's count.
+    pub count: u64,
+    /// The website's digest.
+    pub digest: String,
+    /// The bookings as engine input.
+    pub bookings: Vec<BookingInput>,
+}
+
+/// Parses and validates a day snapshot received on the topic of `topic_day`.
+pub fn parse_snapshot(
+    payload: &[u8],
+    site: &str,
+    topic_day: Date,
+    calendar: &Calendar,
+) -> Result<ValidSnapshot, String> {
+    let snapshot: DaySnapshot =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
+    check_version(snapshot.v)?;
+    if snapshot.site != site {
+        return Err(format!(
+            "site '{}' is not this site ('{site}')",
+            snapshot.site
+        ));
+    }
+    let day = parse_day(&snapshot.day)?;
+    if day != topic_day {
+        return Err(format!(
+            "day {day} does not match the topic's day {topic_day}"
+        ));
+    }
+    check_digest(&snapshot.digest)?;
+    let mut ids = HashSet::new();
+    for b in &snapshot.bookings {
+        if !ids.insert(b.id.as_str()) {
+            return Err(format!("booking '{}' appears twice", b.id));
+        }
+    }
+    let (count, digest) = day_digest(snapshot.bookings.iter().map(|b| (b.id.as_str(), b.version)));
+    if count != snapshot.count || digest != snapshot.digest {
+        return Err(format!(
+            "count/digest {}/{} do not match its bookings ({count}/{digest})",
+            snapshot.count, snapshot.digest
+        ));
+    }
+    let bookings = snapshot
+        .bookings
+        .iter()
+        .map(|b| b.to_input(calendar, day))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ValidSnapshot {
+        day,
+        count,
+        digest,
+        bookings,
+    })
+}
+
+/// A change, checked against the contract.
+#[derive(Debug, Clone)]
+pub struct ValidChange {
+    /// The booking's day.
+    pub day: Date,
+    /// The website's count of that day after the change.
+    pub day_count: u64,
+    /// The website's digest of that day after the change.
+    pub day_digest: String,
+    /// The booking as engine input.
+    pub booking: BookingInput,
+}
+
+/// Parses and validates a booking change.
+pub fn parse_change(payload: &[u8], calendar: &Calendar) -> Result<ValidChange, String> {
+    let change: BookingChange =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
+    check_version(change.v)?;
+    let day = parse_day(&change.day)?;
+    check_digest(&change.day_digest)?;
+    let booking = change.booking.to_input(calendar, day)?;
+    Ok(ValidChange {
+        day,
+        day_count: change.day_count,
+        day_digest: change.day_digest,
+        booking,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calendar() -> Calendar {
+        Calendar::berlin()
+    }
+
+    fn booking(id: &str, version: u64, slot: &str) -> WireBooking {
+        WireBooking {
+            id: id.to_string(),
+            version,
+            status: WireStatus::Booked,
+            service: "ausweis".to_string(),
+            slot_start: slot.to_string(),
+            duration_minutes: 15,
+            desk: None,
+            personal: None,
+        }
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_matches_the_definition() {
+        let a = day_digest([("BK-1", 1), ("BK-2", 3)]);
+        let b = day_digest([("BK-2", 3), ("BK-1", 1)]);
+        assert_eq!(a, b);
+        let manual = booking_hash("BK-1", 1).wrapping_add(booking_hash("BK-2", 3));
+        assert_eq!(a, (2, format!("{manual:016x}")));
+        assert_eq!(day_digest([]), (0, "0000000000000000".to_string()));
+        // `printf 'BK-1\n1' | sha256sum` starts with these 16 hex digits.
+        assert_eq!(
+            format!("{:016x}", booking_hash("BK-1", 1)),
+            "468cf5a480f23dd1"
+        );
+    }
+
+    #[test]
+    fn snapshot_validation_names_the_problem() {
+        let cal = calendar();
+        let day = parse_day("2026-11-24").unwrap_or_default();
+        let topics = Topics::new("leitsystem/v1", "rathaus");
+        assert_eq!(
+            topics.classify("leitsystem/v1/rathaus/bookings/day/2026-11-24"),
+            InboundTopic::DaySnapshot(day)
+        );
+        assert_eq!(
+            topics.classify("leitsystem/v1/rathaus/bookings/day/2026-13-24"),
+            InboundTopic::Unknown
+        );
+        let bookings = vec![booking("BK-1", 2, "2026-11-24T09:00:00+01:00")];
+        let (count, digest) = day_digest([("BK-1", 2)]);
+        let good = DaySnapshot {
+            v: 1,
+            site: "rathaus".into(),
+            day: "2026-11-24".into(),
+            count,
+            digest: digest.clone(),
+            bookings: bookings.clone(),
+        };
+        let json = serde_json::to_vec(&good).unwrap_or_default();
+        let parsed = parse_snapshot(&json, "rathaus", day, &cal);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let wrong_digest = DaySnapshot {
+            digest: "0000000000000001".into(),
+            ..good.clone()
+        };
+        let json = serde_json::to_vec(&wrong_digest).unwrap_or_default();
+        assert!(parse_snapshot(&json, "rathaus", day, &cal).is_err_and(|e| e.contains("digest")));
+        let other_day = DaySnapshot {
+            bookings: vec![booking("BK-1", 2, "2026-11-25T09:00:00+01:00")],
+            ..good.clone()
+        };
+        let json = serde_json::to_vec(&other_day).unwrap_or_default();
+        assert!(parse_snapshot(&json, "rathaus", day, &cal).is_err_and(|e| e.contains("falls on")));
+        let unknown_field = br#"{"v":1,"site":"rathaus","day":"2026-11-24","count":0,"digest":"0000000000000000","bookings":[],"extra":1}"#;
+        assert!(
+            parse_snapshot(unknown_field, "rathaus", day, &cal)
+                .is_err_and(|e| e.contains("unknown field"))
+        );
+        let v2 = br#"{"v":2,"site":"rathaus","day":"2026-11-24","count":0,"digest":"0000000000000000","bookings":[]}"#;
+        assert!(parse_snapshot(v2, "rathaus", day, &cal).is_err_and(|e| e.contains("version")));
+        let no_offset = BookingChange {
+            v: 1,
+            booking: booking("BK-1", 2, "2026-11-24T09:00:00"),
+            day: "2026-11-24".into(),
+            day_count: 1,
+            day_digest: digest,
+        };
+        let json = serde_json::to_vec(&no_offset).unwrap_or_default();
+        assert!(parse_change(&json, &cal).is_err_and(|e| e.contains("RFC 3339")));
+    }
+}

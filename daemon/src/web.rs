@@ -1,0 +1,437 @@
+//! The web server (warp): the public wall display, the JSON API behind it, health and metrics.
+//!
+//! - `GET /display` — the wall display page (assets embedded in the binary): latest calls with
+//!   the newest highlighted, a gong on every call and recall, waiting counts and estimated
+//!   waits, a clock, German and English; `?department=<id>` shows one department.
+//! - `GET /display/ws` — the page's WebSocket: the [`PublicDisplay`] on connect and on every
+//!   change (pushed, never polled), and a heartbeat every [`HEARTBEAT`] so the page can tell a
+//!   dead connection and reconnect.
+//! - `GET /api/v1/display` — the same state as JSON.
+//! - `GET /healthz` — 200 when the engine answers, else 503.
+//! - `GET /metrics` — Prometheus text format: waiting lines, waits, devices, printers.
+//!
+//! Nothing here writes: every change goes through the engine like any other input.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use crate::daemon::EngineHandle;
+use crate::display::PublicDisplay;
+use crate::plugin_host::DeviceRegistry;
+
+/// How often the display WebSocket sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+const DISPLAY_HTML: &str = include_str!("../web/display.html");
+const DISPLAY_JS: &str = include_str!("../web/display.js");
+const DISPLAY_CSS: &str = include_str!("../web/display.css");
+
+/// `[web]`: where the web server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address and port, e.g. `127.0.0.1:8080` (the demo) or `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    engine: EngineHandle,
+    registry: DeviceRegistry,
+    sync: crate::sync::SyncStatus,
+    display: watch::Receiver<Arc<PublicDisplay>>,
+    clients: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+impl WebState {
+    /// The shared state of the handlers.
+    pub fn new(
+        engine: EngineHandle,
+        registry: DeviceRegistry,
+        sync: crate::sync::SyncStatus,
+        display: watch::Receiver<Arc<PublicDisplay>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            engine,
+            registry,
+            sync,
+            display,
+            clients: Arc::new(AtomicUsize::new(0)),
+            shutdown,
+        }
+    }
+}
+
+fn with_state(state: WebState) -> impl Filter<Extract = (WebState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Security headers of every page: no framing, no sniffing, scripts and connections only from
+/// this origin (the pages never insert data as HTML, and this is the second line of defence).
+fn secured(reply: impl warp::Reply) -> impl warp::Reply {
+    let reply = warp::reply::with_header(
+        reply,
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+         img-src 'self' data:; frame-ancestors 'none'",
+    );
+    let reply = warp::reply::with_header(reply, "x-content-type-options", "nosniff");
+    warp::reply::with_header(reply, "referrer-policy", "no-referrer")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> impl warp::Reply {
+    secured(warp::reply::with_header(body, "content-type", content_type))
+}
+
+/// All routes.
+pub fn routes(
+    state: WebState,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let root = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::redirect::see_other(warp::http::Uri::from_static("/display")));
+    let display_page = warp::path!("display")
+        .and(warp::get())
+        .map(|| asset(DISPLAY_HTML, "text/html; charset=utf-8"));
+    let display_js = warp::path!("assets" / "display.js")
+        .and(warp::get())
+        .map(|| asset(DISPLAY_JS, "text/javascript; charset=utf-8"));
+    let display_css = warp::path!("assets" / "display.css")
+        .and(warp::get())
+        .map(|| asset(DISPLAY_CSS, "text/css; charset=utf-8"));
+    let display_ws = warp::path!("display" / "ws")
+        .and(warp::ws())
+        .and(with_state(state.clone()))
+        .map(|ws: warp::ws::Ws, state: WebState| {
+            ws.max_message_size(4096)
+                .on_upgrade(move |socket| display_socket(socket, state))
+        });
+    let api_display = warp::path!("api" / "v1" / "display")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: WebState| {
+            let display = state.display.borrow().clone();
+            warp::reply::json(&*display)
+        });
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .then(healthz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(metrics);
+    root.map(secured)
+        .or(display_page)
+        .or(display_js)
+        .or(display_css)
+        .or(display_ws)
+        .or(api_display)
+        .or(healthz)
+        .or(metrics)
+}
+
+/// Serves until `shutdown`; open WebSockets are closed then too.
+pub async fn serve(listener: tokio::net::TcpListener, state: WebState) {
+    let shutdown = state.shutdown.clone();
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DisplayMessage<'a> {
+    State { state: &'a PublicDisplay },
+    Heartbeat { at: i64 },
+}
+
+fn now_millis() -> i64 {
+    crate::clock::Clock::now(&crate::clock::SystemClock)
+}
+
+/// One display page: the state now, then every change, plus heartbeats; ends when the page
+/// goes away, a send fails or the daemon stops.
+async fn display_socket(socket: warp::ws::WebSocket, state: WebState) {
+    let WebState {
+        mut display,
+        clients,
+        shutdown,
+        ..
+    } = state;
+    clients.fetch_add(1, Ordering::Relaxed);
+    let (mut tx, mut rx) = socket.split();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    let mut send_state = true;
+    loop {
+        if send_state {
+            let current = display.borrow_and_update().clone();
+            let text = serde_json::to_string(&DisplayMessage::State { state: &current })
+                .unwrap_or_default();
+            if tx.send(warp::ws::Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+        send_state = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.send(warp::ws::Message::close()).await;
+                break;
+            }
+            changed = display.changed() => {
+                if changed.is_err() { break; }
+                send_state = true;
+            }
+            _ = heartbeat.tick() => {
+                let text = serde_json::to_string(&DisplayMessage::Heartbeat { at: now_millis() })
+                    .unwrap_or_default();
+                if tx.send(warp::ws::Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+            incoming = rx.next() => match incoming {
+                // The page sends nothing but pongs and the close; anything ends nothing.
+                Some(Ok(message)) if message.is_close() => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn healthz(state: WebState) -> impl warp::Reply {
+    let answer = tokio::time::timeout(Duration::from_secs(2), state.engine.state_view()).await;
+    match answer {
+        Ok(Ok(view)) => warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({"status": "ok", "last_seq": view.last_seq})),
+            StatusCode::OK,
+        ),
+        _ => warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({"status": "engine not answering"})),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    }
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(state: WebState) -> impl warp::Reply {
+    use std::fmt::Write;
+    let display = state.display.borrow().clone();
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "leitsystem_waiting_tickets",
+        "gauge",
+        "Tickets waiting per service.",
+    );
+    for queue in &display.queues {
+        let _ = writeln!(
+            out,
+            "leitsystem_waiting_tickets{{service=\"{}\"}} {}",
+            label(&queue.service),
+            queue.waiting
+        );
+    }
+    family(
+        &mut out,
+        "leitsystem_estimated_wait_minutes",
+        "gauge",
+        "Estimated wait of a ticket issued now, per service.",
+    );
+    for queue in &display.queues {
+        let _ = writeln!(
+            out,
+            "leitsystem_estimated_wait_minutes{{service=\"{}\"}} {}",
+            label(&queue.service),
+            queue.wait_minutes
+        );
+    }
+    let mut body = out;
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_event_log_seq Sequence number of the newest committed event.\n\
+         # TYPE leitsystem_event_log_seq counter\nleitsystem_event_log_seq {}",
+        display.seq
+    );
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_display_clients Open display pages (WebSockets).\n\
+         # TYPE leitsystem_display_clients gauge\nleitsystem_display_clients {}",
+        state.clients.load(Ordering::Relaxed)
+    );
+    let devices: Vec<_> = state
+        .registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_device_up 1 when the device runs (and its link is up, if it has one).\n\
+         # TYPE leitsystem_device_up gauge"
+    );
+    for d in &devices {
+        let up = d.state == crate::plugin_host::DeviceState::Running && d.connected != Some(false);
+        let _ = writeln!(
+            body,
+            "leitsystem_device_up{{device=\"{}\",role=\"{}\"}} {}",
+            label(&d.id),
+            label(&d.role),
+            u8::from(up)
+        );
+    }
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_device_restarts_total Device restarts since the daemon started.\n\
+         # TYPE leitsystem_device_restarts_total counter"
+    );
+    for d in &devices {
+        let _ = writeln!(
+            body,
+            "leitsystem_device_restarts_total{{device=\"{}\"}} {}",
+            label(&d.id),
+            d.restarts
+        );
+    }
+    let printers: Vec<_> = devices.iter().filter(|d| d.role == "printer").collect();
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_printer_paper Paper level of each printer (1 for the current level).\n\
+         # TYPE leitsystem_printer_paper gauge"
+    );
+    for d in &printers {
+        for level in ["ok", "near_end", "out"] {
+            let _ = writeln!(
+                body,
+                "leitsystem_printer_paper{{device=\"{}\",level=\"{level}\"}} {}",
+                label(&d.id),
+                u8::from(d.paper.as_deref() == Some(level))
+            );
+        }
+    }
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_tickets_printed_total Tickets printed since the daemon started.\n\
+         # TYPE leitsystem_tickets_printed_total counter"
+    );
+    for d in &printers {
+        let _ = writeln!(
+            body,
+            "leitsystem_tickets_printed_total{{device=\"{}\"}} {}",
+            label(&d.id),
+            d.printed
+        );
+    }
+    let _ = writeln!(
+        body,
+        "# HELP leitsystem_print_failures_total Print jobs failed since the daemon started.\n\
+         # TYPE leitsystem_print_failures_total counter"
+    );
+    for d in &printers {
+        let _ = writeln!(
+            body,
+            "leitsystem_print_failures_total{{device=\"{}\"}} {}",
+            label(&d.id),
+            d.print_failures
+        );
+    }
+    let sync = state.sync.snapshot();
+    if sync.enabled {
+        for (name, kind, help, value) in [
+            (
+                "leitsystem_mqtt_connected",
+                "gauge",
+                "1 while connected to the broker.",
+                u64::from(sync.connected),
+            ),
+            (
+                "leitsystem_mqtt_received_total",
+                "counter",
+                "Inbound publishes received.",
+                sync.received,
+            ),
+            (
+                "leitsystem_mqtt_bookings_applied_total",
+                "counter",
+                "Booking changes stored.",
+                sync.bookings_applied,
+            ),
+            (
+                "leitsystem_mqtt_bookings_ignored_total",
+                "counter",
+                "Booking changes older than the stored version.",
+                sync.bookings_ignored,
+            ),
+            (
+                "leitsystem_mqtt_bookings_refused_total",
+                "counter",
+                "Booking changes the engine refused.",
+                sync.bookings_refused,
+            ),
+            (
+                "leitsystem_mqtt_malformed_total",
+                "counter",
+                "Payloads rejected as malformed.",
+                sync.malformed,
+            ),
+            (
+                "leitsystem_mqtt_gaps_detected_total",
+                "counter",
+                "Day count/digest mismatches found.",
+                sync.gaps_detected,
+            ),
+            (
+                "leitsystem_mqtt_gaps_repaired_total",
+                "counter",
+                "Mismatched days that match again.",
+                sync.gaps_repaired,
+            ),
+            (
+                "leitsystem_mqtt_events_published_total",
+                "counter",
+                "Events the broker acknowledged.",
+                sync.events_published,
+            ),
+            (
+                "leitsystem_mqtt_outbox_backlog",
+                "gauge",
+                "Events not yet acknowledged by the broker.",
+                sync.outbox_backlog,
+            ),
+        ] {
+            let _ = writeln!(
+                body,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+    warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4")
+}

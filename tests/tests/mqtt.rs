@@ -1,0 +1,381 @@
+//! The booking sync against a real Mosquitto (default limits) on 127.0.0.1, driven by
+//! `leitsystemd website-sim`: many bookings with duplicate, out-of-order, cancelled and deleted
+//! versions; 50,000 bookings into a fresh appliance plus a lost change repaired by the day
+//! digests; the broker restarted mid-load with every event delivered once by seq; the daemon
+//! SIGKILLed between receiving and acknowledging.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use leitsystem::control::ControlRequest;
+use leitsystem::domain::{BookingStatus, Command, Event, EventRecord, ServiceId};
+use leitsystem::sync::SyncView;
+use leitsystem::sync::sim::SimState;
+use leitsystem_tests::daemon::{
+    Daemon, all_events, assert_consistent, daemon_binary, execute, request, wait_for,
+    write_demo_config,
+};
+use leitsystem_tests::mosquitto::Mosquitto;
+
+const SITE: &str = "musterstadt-rathaus";
+const SERVICES: &str = "ausweis,meldung,fuehrerschein";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    broker: Mosquitto,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+fn setup() -> anyhow::Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start(&dir.path().join("broker"))?;
+    let data = dir.path().join("data");
+    let config = write_demo_config(dir.path(), &data)?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&broker.mqtt_section());
+    std::fs::write(&config, text)?;
+    let state = dir.path().join("website.json");
+    Ok(Setup {
+        _dir: dir,
+        broker,
+        config,
+        data,
+        state,
+    })
+}
+
+impl Setup {
+    fn start(&self) -> anyhow::Result<Daemon> {
+        Daemon::start(&self.config, &self.data, &[])
+    }
+
+    /// Runs `leitsystemd website-sim <args> --port <broker>`.
+    fn sim(&self, args: &[&str]) -> anyhow::Result<String> {
+        let port = self.broker.port.to_string();
+        let output = std::process::Command::new(daemon_binary()?)
+            .arg("website-sim")
+            .args(args)
+            .args(["--port", &port])
+            .env("RUST_LOG", "warn")
+            .output()
+            .context("running website-sim")?;
+        if !output.status.success() {
+            bail!(
+                "website-sim {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn publish(&self, bookings: usize, days: u32) -> anyhow::Result<()> {
+        let state = self.state.display().to_string();
+        self.sim(&[
+            "publish",
+            "--site",
+            SITE,
+            "--bookings",
+            &bookings.to_string(),
+            "--days",
+            &days.to_string(),
+            "--services",
+            SERVICES,
+            "--state",
+            &state,
+        ])?;
+        Ok(())
+    }
+
+    fn change(&self, booking: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let state = self.state.display().to_string();
+        let mut args = vec!["change", "--state", &state, "--booking", booking];
+        args.extend_from_slice(extra);
+        self.sim(&args)?;
+        Ok(())
+    }
+}
+
+fn sync_view(daemon: &Daemon) -> anyhow::Result<SyncView> {
+    request(daemon, &ControlRequest::Sync)?
+        .sync
+        .context("no sync in the answer")
+}
+
+/// Waits until the appliance's per-day counts and digests equal the website's.
+fn wait_in_sync(daemon: &Daemon, state: &Path, timeout: Duration) -> anyhow::Result<SyncView> {
+    let website = SimState::load(state)?;
+    let expected: BTreeMap<String, (u64, String)> = website
+        .days
+        .keys()
+        .map(|d| (d.clone(), website.day_digest(d)))
+        .collect();
+    let mut last = None;
+    let result = wait_for("the appliance to match the website", timeout, || {
+        let view = sync_view(daemon)?;
+        let own: BTreeMap<String, (u64, String)> = view
+            .days
+            .iter()
+            .map(|(d, v)| (d.clone(), (v.count, v.digest.clone())))
+            .collect();
+        last = Some(view.clone());
+        Ok((own == expected).then_some(view))
+    });
+    result.with_context(|| format!("last sync state: {last:#?}\nlog:\n{}", daemon.log_tail()))
+}
+
+/// The newest stored version of every booking, from the log: (version, status, personal).
+fn versions(events: &[EventRecord]) -> BTreeMap<String, (u64, BookingStatus, bool)> {
+    let mut out = BTreeMap::new();
+    for record in events {
+        if let Event::BookingUpserted {
+            booking,
+            has_personal_data,
+        } = &record.event
+        {
+            out.insert(
+                booking.id.to_string(),
+                (booking.version, booking.status, *has_personal_data),
+            );
+        }
+    }
+    out
+}
+
+/// Every (booking, version) is in the log exactly once.
+fn assert_once_per_version(events: &[EventRecord]) -> anyhow::Result<usize> {
+    let mut seen = BTreeSet::new();
+    for record in events {
+        if let Event::BookingUpserted { booking, .. } = &record.event
+            && !seen.insert((booking.id.to_string(), booking.version))
+        {
+            bail!("{} v{} stored twice", booking.id, booking.version);
+        }
+    }
+    Ok(seen.len())
+}
+
+#[test]
+fn many_bookings_with_duplicates_out_of_order_versions_cancellation_and_deletion()
+-> anyhow::Result<()> {
+    let s = setup()?;
+    let daemon = s.start()?;
+    s.publish(2_000, 10)?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(60))?;
+    let stored = versions(&all_events(&daemon)?);
+    assert_eq!(stored.len(), 2_000);
+    assert!(
+        stored
+            .values()
+            .all(|(v, status, personal)| *v == 1 && *status == BookingStatus::Booked && *personal)
+    );
+
+    // A newer change, then an older one arriving late (from a stale copy of the website).
+    let stale = s.state.with_extension("stale.json");
+    std::fs::copy(&s.state, &stale)?;
+    s.change("BK-1-000010", &["--version", "3"])?;
+    let stale_arg = stale.display().to_string();
+    s.sim(&[
+        "change",
+        "--state",
+        &stale_arg,
+        "--booking",
+        "BK-1-000010",
+        "--version",
+        "2",
+        "--status",
+        "cancelled",
+        "--skip-snapshot",
+    ])?;
+    // Cancellation and deletion.
+    s.change("BK-1-000011", &["--status", "cancelled"])?;
+    s.change("BK-1-000012", &["--status", "deleted"])?;
+    // Duplicates: every snapshot again.
+    let state_arg = s.state.display().to_string();
+    s.sim(&["snapshot", "--state", &state_arg])?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
+    wait_for(
+        "the duplicates to be ignored",
+        Duration::from_secs(30),
+        || Ok((sync_view(&daemon)?.state.bookings_ignored >= 2_000).then_some(())),
+    )?;
+
+    let events = all_events(&daemon)?;
+    assert_once_per_version(&events)?;
+    let stored = versions(&events);
+    assert_eq!(stored["BK-1-000010"], (3, BookingStatus::Booked, true));
+    assert_eq!(stored["BK-1-000011"], (2, BookingStatus::Cancelled, false));
+    // Deleted: a tombstone with its version, personal data erased.
+    assert_eq!(stored["BK-1-000012"], (2, BookingStatus::Deleted, false));
+    assert_eq!(view.state.malformed, 0);
+    assert_eq!(view.state.bookings_refused, 0);
+    assert_consistent(&daemon)?;
+    daemon.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn fresh_appliance_gets_50000_bookings_from_a_stock_broker_and_repairs_a_gap() -> anyhow::Result<()>
+{
+    let s = setup()?;
+    // Published before the appliance exists: it gets them only as retained snapshots.
+    s.publish(50_000, 60)?;
+    let daemon = s.start()?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(240))?;
+    assert_eq!(view.days.len(), 60);
+    assert_eq!(view.days.values().map(|d| d.count).sum::<u64>(), 50_000);
+    assert_eq!(view.state.bookings_applied, 50_000);
+    daemon.terminate()?;
+
+    // A change lost while the appliance is offline: QoS 0 (not queued for an offline session),
+    // and the website's snapshot update is lost too.
+    s.change("BK-1-000120", &["--qos0", "--skip-snapshot"])?;
+    let daemon = s.start()?;
+    wait_for("the reconnect", Duration::from_secs(20), || {
+        Ok((sync_view(&daemon)?.state.connected).then_some(()))
+    })?;
+    // The next change of that day carries the website's digest: the appliance sees it does
+    // not match, re-fetches the day, and repairs it once the snapshot is there.
+    s.change("BK-1-000180", &["--snapshot-delay-ms", "1500"])?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(60))?;
+    assert!(view.state.gaps_detected >= 1, "{view:#?}");
+    assert!(view.state.gaps_repaired >= 1, "{view:#?}");
+    assert!(view.state.mismatched_days.is_empty(), "{view:#?}");
+    let stored = versions(&all_events(&daemon)?);
+    assert_eq!(stored["BK-1-000120"].0, 2);
+    assert_eq!(stored["BK-1-000180"].0, 2);
+    daemon.terminate()?;
+    Ok(())
+}
+
+/// A website-side subscriber of the events: persistent session, QoS 1; records every seq it
+/// receives (duplicates included), in arrival order.
+fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Arc<Mutex<Vec<u64>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    let mut options = rumqttc::MqttOptions::new("website-events", "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 100);
+    std::thread::spawn(move || {
+        let topic = format!("leitsystem/v1/{SITE}/events");
+        loop {
+            if stop.lock().map(|s| *s).unwrap_or(true) {
+                return;
+            }
+            match connection.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(_)))) => {
+                    let _ = client.try_subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce);
+                }
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)))) => {
+                    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        && let Some(seq) = message["seq"].as_u64()
+                        && let Ok(mut seen) = out.lock()
+                    {
+                        seen.push(seq);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    });
+    seen
+}
+
+#[test]
+fn broker_restart_mid_load_every_booking_once_every_event_once_by_seq() -> anyhow::Result<()> {
+    let mut s = setup()?;
+    let stop = Arc::new(Mutex::new(false));
+    let seen = events_subscriber(s.broker.port, stop.clone());
+    s.publish(10_000, 20)?;
+    let daemon = s.start()?;
+    wait_for("the load to start", Duration::from_secs(30), || {
+        Ok((sync_view(&daemon)?.state.bookings_applied > 0).then_some(()))
+    })?;
+    s.broker.stop()?;
+    // Check-ins keep working without the broker.
+    for _ in 0..5 {
+        execute(
+            &daemon,
+            Command::WalkIn {
+                service: ServiceId::new("ausweis"),
+                priority: 1,
+            },
+        )?;
+    }
+    wait_for("the sync to notice", Duration::from_secs(30), || {
+        Ok((!sync_view(&daemon)?.state.connected).then_some(()))
+    })?;
+    s.broker.restart()?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(120))?;
+    let events = all_events(&daemon)?;
+    assert_eq!(assert_once_per_version(&events)?, 10_000);
+    let last_seq = events.last().map_or(0, |r| r.seq);
+    let walk_ins = events
+        .iter()
+        .filter(|r| matches!(r.event, Event::TicketIssued { .. }))
+        .count();
+    assert_eq!(walk_ins, 5);
+    wait_for(
+        "every event at the subscriber",
+        Duration::from_secs(60),
+        || {
+            let got: BTreeSet<u64> = seen
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .iter()
+                .copied()
+                .collect();
+            Ok((got.len() as u64 == last_seq).then_some(()))
+        },
+    )?;
+    if let Ok(mut s) = stop.lock() {
+        *s = true;
+    }
+    // Exactly once by seq: deduplicated, the seqs are 1..=last in arrival order.
+    let arrived = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut deduplicated = Vec::new();
+    let mut taken = BTreeSet::new();
+    for seq in &arrived {
+        if taken.insert(*seq) {
+            deduplicated.push(*seq);
+        }
+    }
+    assert_eq!(deduplicated, (1..=last_seq).collect::<Vec<_>>());
+    assert!(sync_view(&daemon)?.state.outbox_backlog == 0 || last_seq > 0);
+    daemon.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn sigkill_between_receive_and_ack_redelivers_and_applies_once() -> anyhow::Result<()> {
+    let s = setup()?;
+    let daemon = s.start()?;
+    wait_for("the connection", Duration::from_secs(20), || {
+        Ok((sync_view(&daemon)?.state.connected).then_some(()))
+    })?;
+    // One big snapshot (one message): SIGKILL as soon as the daemon has it.
+    s.publish(4_000, 1)?;
+    wait_for("the snapshot to arrive", Duration::from_secs(30), || {
+        Ok((sync_view(&daemon)?.state.received > 0).then_some(()))
+    })?;
+    daemon.kill9()?;
+    let daemon = s.start()?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(60))?;
+    let events = all_events(&daemon)?;
+    assert_eq!(assert_once_per_version(&events)?, 4_000);
+    assert_consistent(&daemon)?;
+    daemon.terminate()?;
+    Ok(())
+}
