@@ -930,6 +930,9 @@ fn validate(config: &Config) -> Vec<Problem> {
             }
         }
     }
+    if let Some(web) = &config.web {
+        out.extend(crate::web::validate_config(web, &desk_ids));
+    }
     for s in &config.services {
         if !served.contains(s.id.get_ref().as_str()) && service_ids.contains(s.id.get_ref()) {
             out.push((

@@ -84,7 +84,14 @@ enum EngineMessage {
         only: Option<BTreeSet<Date>>,
         reply: oneshot::Sender<BookingDays>,
     },
+    Personal {
+        bookings: Vec<crate::domain::BookingId>,
+        reply: oneshot::Sender<PersonalByBooking>,
+    },
 }
+
+/// Personal data by booking (see [`EngineHandle::personal_data`]).
+pub type PersonalByBooking = BTreeMap<crate::domain::BookingId, crate::domain::PersonalData>;
 
 /// Count and digest (contract v1 of the booking sync) of the live bookings per local day.
 pub type BookingDays = BTreeMap<Date, (u64, String)>;
@@ -160,6 +167,16 @@ impl EngineHandle {
         only: Option<BTreeSet<Date>>,
     ) -> Result<BookingDays, ExecuteError> {
         self.ask(|reply| EngineMessage::BookingDays { only, reply })
+            .await
+    }
+
+    /// The stored personal data of these bookings (those that have some), for the admin's
+    /// presence list only. Read-only; read on the engine thread.
+    pub async fn personal_data(
+        &self,
+        bookings: Vec<crate::domain::BookingId>,
+    ) -> Result<PersonalByBooking, ExecuteError> {
+        self.ask(|reply| EngineMessage::Personal { bookings, reply })
             .await
     }
 
@@ -328,6 +345,20 @@ fn engine_loop(
                         &engine.catalog().calendar,
                         only.as_ref(),
                     ));
+                }
+                EngineMessage::Personal { bookings, reply } => {
+                    let found = bookings
+                        .into_iter()
+                        .filter_map(|b| match store.personal_data(&b) {
+                            Ok(Some(data)) => Some((b, data)),
+                            Ok(None) => None,
+                            Err(e) => {
+                                tracing::warn!(booking = %b, "cannot read personal data: {e}");
+                                None
+                            }
+                        })
+                        .collect();
+                    let _ = reply.send(found);
                 }
                 EngineMessage::Execute { .. } => {}
             }
@@ -525,7 +556,8 @@ pub async fn run(
             sync_status.clone(),
             display.clone(),
             stop.clone(),
-        );
+        )
+        .with_api(catalog.clone(), config.web.as_ref(), devices.scans());
         tracker.spawn(crate::web::serve(web_listener, state));
     }
     tracker.spawn(control::serve(

@@ -142,6 +142,7 @@ fn moves_queues(event: &Event) -> bool {
             | Event::TicketPrintFailed { .. }
             | Event::ReprintRequested { .. }
             | Event::DeskModeChanged { .. }
+            | Event::SilentAlarm { .. }
     )
 }
 

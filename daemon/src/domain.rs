@@ -478,6 +478,12 @@ pub enum Command {
     },
     /// Let time pass: closes the service day when it has ended. Sent by the scheduler.
     Tick,
+    /// The silent alarm of a desk (staff safety): recorded in the log, shown to admins, never
+    /// on a public display. Changes no queue.
+    SilentAlarm {
+        /// The desk raising it.
+        desk: DeskId,
+    },
 }
 
 fn default_priority() -> u8 {
@@ -509,6 +515,7 @@ impl Command {
             Command::RecordPrint { .. } => "record_print",
             Command::Reprint { .. } => "reprint",
             Command::Tick => "tick",
+            Command::SilentAlarm { .. } => "silent_alarm",
         }
     }
 }
@@ -672,6 +679,11 @@ pub enum Event {
         /// The ticket.
         ticket: TicketNumber,
     },
+    /// A desk raised the silent alarm (staff safety). Never shown publicly.
+    SilentAlarm {
+        /// The desk.
+        desk: DeskId,
+    },
 }
 
 impl Event {
@@ -697,6 +709,7 @@ impl Event {
             Event::TicketPrinted { .. } => "ticket_printed",
             Event::TicketPrintFailed { .. } => "ticket_print_failed",
             Event::ReprintRequested { .. } => "reprint_requested",
+            Event::SilentAlarm { .. } => "silent_alarm",
         }
     }
 }
@@ -785,6 +798,11 @@ pub enum Outcome {
     ReprintRequested {
         /// The ticket.
         ticket: TicketNumber,
+    },
+    /// The silent alarm was recorded.
+    AlarmRecorded {
+        /// The desk.
+        desk: DeskId,
     },
     /// Nothing to do (e.g. a tick before the day ends, a desk already in that mode).
     Unchanged,

@@ -492,6 +492,8 @@ impl State {
                 }
                 touched.tickets.insert(ticket.clone());
             }
+            // Only in the log: no view changes.
+            Event::SilentAlarm { .. } => {}
         }
     }
 
@@ -1131,6 +1133,13 @@ impl Engine {
                     Outcome::ReprintRequested {
                         ticket: ticket.clone(),
                     },
+                ))
+            }
+            Command::SilentAlarm { desk } => {
+                self.desk(desk)?;
+                Ok(Decided::events(
+                    vec![Event::SilentAlarm { desk: desk.clone() }],
+                    Outcome::AlarmRecorded { desk: desk.clone() },
                 ))
             }
         }

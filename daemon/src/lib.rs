@@ -3,6 +3,8 @@
 //! The library behind the `leitsystemd` binary. Start with `ARCHITECTURE.md` at the repository
 //! root; the code map there names the modules below.
 
+pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod daemon;
 pub mod display;
 pub mod domain;
 pub mod engine;
+pub mod kiosk;
 pub mod plugin_host;
 pub mod store;
 pub mod sync;

@@ -98,6 +98,9 @@ enum Cmd {
         #[command(subcommand)]
         action: SimAction,
     },
+    /// Hash a password for `[[web.user]]`: reads it from stdin (first line), prints the
+    /// argon2id PHC string to put into `password_hash`.
+    HashPassword,
     /// Drive a running daemon by hand over its control socket.
     Ctl {
         /// Control socket (default: from --config, else the demo's).
@@ -432,6 +435,7 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
             verify_offline(cfg, &dir)
         }
+        Cmd::HashPassword => hash_password(),
         Cmd::WebsiteSim { action } => match website_sim(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -457,6 +461,30 @@ fn main() -> ExitCode {
                 },
             };
             ctl(&socket, request_id, action)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    let password = line.trim_end_matches(['\n', '\r']);
+    if read.is_err() || password.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "hash-password: give the password on stdin, e.g. `leitsystemd hash-password < file` \
+             or type it and press Enter"
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    match leitsystem::auth::hash_password(password) {
+        Ok(hash) => {
+            let _ = writeln!(std::io::stdout(), "{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "hash-password: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

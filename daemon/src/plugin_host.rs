@@ -686,6 +686,12 @@ pub struct PluginHost {
         std::thread::JoinHandle<()>,
     )>,
     registry: DeviceRegistry,
+    scans: crate::kiosk::ScanFeed,
+}
+
+/// Now in ms since the epoch (the wall clock; scan results only).
+fn now_millis() -> i64 {
+    crate::clock::Clock::now(&crate::clock::SystemClock)
 }
 
 impl PluginHost {
@@ -752,7 +758,11 @@ impl PluginHost {
                 Err(e) => tracing::error!(device = %spec.id, "cannot start its thread: {e}"),
             }
         }
-        let host = PluginHost { devices, registry };
+        let host = PluginHost {
+            devices,
+            registry,
+            scans: crate::kiosk::scan_feed(),
+        };
         let outputs = host.outputs();
         tracker.spawn(route(
             catalog.clone(),
@@ -760,6 +770,7 @@ impl PluginHost {
             host.routes(),
             engine.clone(),
             host.registry.clone(),
+            host.scans.clone(),
             shutdown.clone(),
         ));
         let displays = outputs
@@ -781,6 +792,11 @@ impl PluginHost {
     /// Device health, shared.
     pub fn registry(&self) -> DeviceRegistry {
         self.registry.clone()
+    }
+
+    /// The outcome of every scan (checked in or refused, with the kiosk's texts).
+    pub fn scans(&self) -> crate::kiosk::ScanFeed {
+        self.scans.clone()
     }
 
     fn routes(&self) -> HashMap<String, (DeviceSpec, SyncSender<Supervise>)> {
@@ -830,11 +846,11 @@ fn button_command(action: ButtonAction, desk: DeskId) -> Command {
 /// What a scanned code asks for. With token keys configured, a signed token (verified here,
 /// before anything looks at the store) checks in even before its booking arrived; a plain
 /// booking id only when unsigned codes are accepted.
-fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, String> {
+fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, (&'static str, String)> {
     if code.is_empty() || code.len() > crate::token::MAX_INPUT_BYTES {
-        return Err(format!(
-            "a code of {} bytes is no check-in code",
-            code.len()
+        return Err((
+            "not_a_code",
+            format!("a code of {} bytes is no check-in code", code.len()),
         ));
     }
     if !catalog.token_keys.is_empty() {
@@ -849,15 +865,16 @@ fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, String> {
             }
             Err(crate::token::TokenError::NoToken) if catalog.accept_unsigned => {}
             Err(crate::token::TokenError::NoToken) => {
-                return Err(
+                return Err((
+                    "unsigned",
                     "no signed check-in code found, and unsigned codes are not accepted".into(),
-                );
+                ));
             }
-            Err(e) => return Err(format!("{} ({})", e, e.code())),
+            Err(e) => return Err((e.code(), format!("{} ({})", e, e.code()))),
         }
     }
     if !catalog.accept_unsigned {
-        return Err("unsigned codes are not accepted".to_string());
+        return Err(("unsigned", "unsigned codes are not accepted".to_string()));
     }
     Ok(Command::CheckIn {
         booking: BookingId::new(code),
@@ -870,6 +887,7 @@ async fn route(
     devices: HashMap<String, (DeviceSpec, SyncSender<Supervise>)>,
     engine: EngineHandle,
     registry: DeviceRegistry,
+    scans: crate::kiosk::ScanFeed,
     shutdown: CancellationToken,
 ) {
     // Last readiness reported per printer: a printer becoming ready reprints failed tickets.
@@ -894,9 +912,9 @@ async fn route(
             PluginMessage::Scanned { code } if spec.role == Role::Scanner => {
                 match scanned_command(code.trim(), &catalog) {
                     Ok(command) => Some((None, command)),
-                    Err(reason) => {
-                        // The kiosk shows it once the web issue lands; the journal has it now.
+                    Err((code, reason)) => {
                         tracing::warn!(device = %id, "scanned code refused: {reason}");
+                        let _ = scans.send(crate::kiosk::refused(code, &id, now_millis()));
                         continue;
                     }
                 }
@@ -996,10 +1014,24 @@ async fn route(
                 source: format!("{}:{id}", spec.role.as_str()),
                 command,
             };
-            // The kiosk shows the outcome once the web issue lands; the journal has it now.
             let name = request.command.name();
-            if let Err(e) = engine.execute(request).await {
-                tracing::warn!(device = %id, command = name, "refused: {e}");
+            let scanned = spec.role == Role::Scanner;
+            match engine.execute(request).await {
+                Ok(executed) if scanned => {
+                    // The kiosk shows every scan's outcome.
+                    if let Some(result) =
+                        crate::kiosk::accepted(&executed.outcome, &catalog, &id, now_millis())
+                    {
+                        let _ = scans.send(result);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(device = %id, command = name, "refused: {e}");
+                    if scanned {
+                        let _ = scans.send(crate::kiosk::refused(e.code(), &id, now_millis()));
+                    }
+                }
             }
         }
     }

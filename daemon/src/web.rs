@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use serde_spanned::Spanned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use warp::Filter;
 use warp::http::StatusCode;
+use warp::{Filter, Reply};
 
 use crate::daemon::EngineHandle;
 use crate::display::PublicDisplay;
@@ -36,12 +37,134 @@ const DISPLAY_HTML: &str = include_str!("../web/display.html");
 const DISPLAY_JS: &str = include_str!("../web/display.js");
 const DISPLAY_CSS: &str = include_str!("../web/display.css");
 
-/// `[web]`: where the web server listens.
+/// `[web]`: where the web server listens, and who may log in.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// Address and port, e.g. `127.0.0.1:8080` (the demo) or `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// A session ends after this many minutes without a request.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_minutes: Spanned<i64>,
+    /// Walk-in tickets one client address may pull at the kiosk per minute.
+    #[serde(default = "default_kiosk_rate")]
+    pub kiosk_tickets_per_minute: Spanned<i64>,
+    /// `[[web.user]]`: the clerks and admins.
+    #[serde(rename = "user", default)]
+    pub users: Vec<WebUserConfig>,
+}
+
+fn default_session_idle() -> Spanned<i64> {
+    Spanned::new(0..0, 12 * 60)
+}
+
+fn default_kiosk_rate() -> Spanned<i64> {
+    Spanned::new(0..0, 10)
+}
+
+/// `[[web.user]]`: one login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebUserConfig {
+    /// Login name.
+    pub name: Spanned<String>,
+    /// `admin` or `clerk`.
+    pub role: Spanned<String>,
+    /// The desks a clerk may act for.
+    #[serde(default)]
+    pub desks: Vec<Spanned<String>>,
+    /// argon2id PHC string from `leitsystemd hash-password`.
+    pub password_hash: Spanned<String>,
+}
+
+impl WebConfig {
+    /// The users, from a validated config.
+    pub fn users(&self) -> Vec<crate::auth::User> {
+        self.users
+            .iter()
+            .filter_map(|u| {
+                Some(crate::auth::User {
+                    name: u.name.get_ref().clone(),
+                    role: crate::auth::Role::parse(u.role.get_ref())?,
+                    desks: u.desks.iter().map(|d| d.get_ref().clone()).collect(),
+                    password_hash: u.password_hash.get_ref().clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The session idle timeout.
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(u64::try_from(*self.session_idle_minutes.get_ref()).unwrap_or(1) * 60)
+    }
+}
+
+/// Semantic problems of `[web]` (span, message), for the config's list of problems.
+pub fn validate_config(
+    web: &WebConfig,
+    desk_ids: &std::collections::HashSet<String>,
+) -> Vec<(std::ops::Range<usize>, String)> {
+    let mut out = Vec::new();
+    let idle = *web.session_idle_minutes.get_ref();
+    if !(1..=7 * 24 * 60).contains(&idle) {
+        out.push((
+            web.session_idle_minutes.span(),
+            format!("session_idle_minutes = {idle} is out of range 1..=10080"),
+        ));
+    }
+    let rate = *web.kiosk_tickets_per_minute.get_ref();
+    if !(1..=1000).contains(&rate) {
+        out.push((
+            web.kiosk_tickets_per_minute.span(),
+            format!("kiosk_tickets_per_minute = {rate} is out of range 1..=1000"),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for user in &web.users {
+        let name = user.name.get_ref();
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == ' ') {
+            out.push((
+                user.name.span(),
+                format!("web user name '{name}' must be 1-64 characters without spaces"),
+            ));
+        } else if !names.insert(name.clone()) {
+            out.push((user.name.span(), format!("duplicate web user '{name}'")));
+        }
+        let role = crate::auth::Role::parse(user.role.get_ref());
+        if role.is_none() {
+            out.push((
+                user.role.span(),
+                format!(
+                    "web user '{name}' has role '{}'; roles are admin, clerk",
+                    user.role.get_ref()
+                ),
+            ));
+        }
+        if role == Some(crate::auth::Role::Clerk) && user.desks.is_empty() {
+            out.push((user.name.span(), format!("clerk '{name}' has no desks")));
+        }
+        for desk in &user.desks {
+            if !desk_ids.contains(desk.get_ref()) {
+                out.push((
+                    desk.span(),
+                    format!(
+                        "web user '{name}' is given desk '{}', which does not exist",
+                        desk.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = crate::auth::check_phc(user.password_hash.get_ref()) {
+            out.push((
+                user.password_hash.span(),
+                format!(
+                    "web user '{name}': password_hash is no argon2 PHC string ({e}); \
+                     make one with `leitsystemd hash-password`"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// What the handlers share.
@@ -53,6 +176,7 @@ pub struct WebState {
     display: watch::Receiver<Arc<PublicDisplay>>,
     clients: Arc<AtomicUsize>,
     shutdown: CancellationToken,
+    api: Option<Arc<crate::api::ApiState>>,
 }
 
 impl WebState {
@@ -71,8 +195,94 @@ impl WebState {
             display,
             clients: Arc::new(AtomicUsize::new(0)),
             shutdown,
+            api: None,
         }
     }
+
+    /// Adds what the `/api/v1` routes and the kiosk, clerk and admin pages need; without it
+    /// they answer 503.
+    pub fn with_api(
+        mut self,
+        catalog: Arc<crate::catalog::Catalog>,
+        web: Option<&WebConfig>,
+        scans: crate::kiosk::ScanFeed,
+    ) -> Self {
+        self.api = Some(Arc::new(crate::api::ApiState::new(catalog, web, scans)));
+        self
+    }
+
+    fn ctx(&self) -> Option<crate::api::Ctx> {
+        Some(crate::api::Ctx {
+            engine: self.engine.clone(),
+            registry: self.registry.clone(),
+            api: self.api.clone()?,
+            display: self.display.clone(),
+        })
+    }
+}
+
+/// The pages and their assets (embedded): path below `/` or `/assets/`, body, content type.
+const PAGES: &[(&str, &str, &str)] = &[
+    (
+        "kiosk",
+        include_str!("../web/kiosk.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "clerk",
+        include_str!("../web/clerk.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "admin",
+        include_str!("../web/admin.html"),
+        "text/html; charset=utf-8",
+    ),
+];
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "pages.css",
+        include_str!("../web/pages.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "common.js",
+        include_str!("../web/common.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "kiosk.js",
+        include_str!("../web/kiosk.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "clerk.js",
+        include_str!("../web/clerk.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "admin.js",
+        include_str!("../web/admin.js"),
+        "text/javascript; charset=utf-8",
+    ),
+];
+
+fn lookup(
+    table: &'static [(&str, &str, &str)],
+    name: &str,
+) -> Option<(&'static str, &'static str)> {
+    table
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, body, kind)| (*body, *kind))
+}
+
+fn no_api() -> warp::reply::Response {
+    crate::api::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_api",
+        "the API is not configured",
+    )
 }
 
 fn with_state(state: WebState) -> impl Filter<Extract = (WebState,), Error = Infallible> + Clone {
@@ -126,6 +336,92 @@ pub fn routes(
             let display = state.display.borrow().clone();
             warp::reply::json(&*display)
         });
+    let pages = warp::path!(String)
+        .and(warp::get())
+        .and_then(|name: String| async move {
+            lookup(PAGES, &name)
+                .map(|(body, kind)| asset(body, kind))
+                .ok_or_else(warp::reject::not_found)
+        });
+    let assets =
+        warp::path!("assets" / String)
+            .and(warp::get())
+            .and_then(|name: String| async move {
+                lookup(ASSETS, &name)
+                    .map(|(body, kind)| asset(body, kind))
+                    .ok_or_else(warp::reject::not_found)
+            });
+    let desk_ws = warp::path!("api" / "v1" / "desks" / String / "ws")
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(with_state(state.clone()))
+        .map(
+            |desk: String, ws: warp::ws::Ws, headers: warp::http::HeaderMap, state: WebState| {
+                let Some(ctx) = state.ctx() else {
+                    return no_api();
+                };
+                if let Err(answer) =
+                    crate::api::ws_authorize(&ctx.api, "/desks/{desk}/ws", &[&desk], &headers)
+                {
+                    return answer;
+                }
+                let shutdown = state.shutdown.clone();
+                ws.max_message_size(4096)
+                    .on_upgrade(move |socket| crate::api::desk_socket(socket, ctx, desk, shutdown))
+                    .into_response()
+            },
+        );
+    let kiosk_ws = warp::path!("api" / "v1" / "kiosk" / "ws")
+        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(with_state(state.clone()))
+        .map(
+            |ws: warp::ws::Ws, headers: warp::http::HeaderMap, state: WebState| {
+                let Some(ctx) = state.ctx() else {
+                    return no_api();
+                };
+                if let Err(answer) = crate::api::ws_authorize(&ctx.api, "/kiosk/ws", &[], &headers)
+                {
+                    return answer;
+                }
+                let (scans, shutdown) = (ctx.api.scans.clone(), state.shutdown.clone());
+                ws.max_message_size(4096)
+                    .on_upgrade(move |socket| crate::api::kiosk_socket(socket, scans, shutdown))
+                    .into_response()
+            },
+        );
+    let api = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .and(with_state(state.clone()))
+        .then(
+            |tail: warp::path::Tail,
+             method: warp::http::Method,
+             headers: warp::http::HeaderMap,
+             remote: Option<SocketAddr>,
+             body,
+             state: WebState| async move {
+                match state.ctx() {
+                    Some(ctx) => {
+                        let reply = crate::api::handle(
+                            tail.as_str().to_string(),
+                            method,
+                            headers,
+                            remote,
+                            body,
+                            ctx,
+                        )
+                        .await;
+                        secured(reply).into_response()
+                    }
+                    None => no_api(),
+                }
+            },
+        );
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .and(with_state(state.clone()))
@@ -142,6 +438,11 @@ pub fn routes(
         .or(api_display)
         .or(healthz)
         .or(metrics)
+        .or(desk_ws)
+        .or(kiosk_ws)
+        .or(api)
+        .or(assets)
+        .or(pages)
 }
 
 /// Serves until `shutdown`; open WebSockets are closed then too.

@@ -16,6 +16,7 @@ pub struct Browser {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    page: String,
 }
 
 impl Browser {
@@ -47,11 +48,17 @@ impl Browser {
             child,
             stdin,
             stdout,
+            page: "main".to_string(),
         })
     }
 
     /// Sends one command and returns its answer; an error when the browser says so.
-    pub fn command(&mut self, command: Value) -> anyhow::Result<Value> {
+    pub fn command(&mut self, mut command: Value) -> anyhow::Result<Value> {
+        if let Some(object) = command.as_object_mut() {
+            object
+                .entry("page")
+                .or_insert_with(|| Value::String(self.page.clone()));
+        }
         writeln!(self.stdin, "{command}")?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -66,7 +73,25 @@ impl Browser {
         Ok(answer)
     }
 
-    /// Opens `url` in a fresh page of `width` x `height`.
+    /// Makes `name` the page the following commands act on (pages are opened by name with
+    /// [`Self::open`]; the first one is `main`). Each page has its own cookies.
+    pub fn use_page(&mut self, name: &str) {
+        self.page = name.to_string();
+    }
+
+    /// Clicks the element `selector` (waiting until it is visible and enabled).
+    pub fn click(&mut self, selector: &str) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "click", "selector": selector}))?;
+        Ok(())
+    }
+
+    /// Types `value` into the input `selector`.
+    pub fn fill(&mut self, selector: &str, value: &str) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "fill", "selector": selector, "value": value}))?;
+        Ok(())
+    }
+
+    /// Opens `url` in a fresh page of `width` x `height` (replacing the current page).
     pub fn open(&mut self, url: &str, width: u32, height: u32) -> anyhow::Result<()> {
         self.command(json!({"cmd": "open", "url": url, "width": width, "height": height}))?;
         Ok(())

@@ -284,6 +284,17 @@ pub fn compile_c_plugin(source: &Path, out: &Path, defines: &[&str]) -> anyhow::
     Ok(out.to_path_buf())
 }
 
+impl Drop for Daemon {
+    /// A daemon a test left running (e.g. after a failed assertion) is killed, so it cannot
+    /// linger and reconnect to ports a later test reuses.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Executes a command on the daemon; an error when it is refused.
 pub fn execute(daemon: &Daemon, command: EngineCommand) -> anyhow::Result<Outcome> {
     let response = request(

@@ -13,12 +13,13 @@ use anyhow::{Context, bail};
 use leitsystem::control::ControlRequest;
 use leitsystem::domain::{BookingStatus, Command, Event, EventRecord, ServiceId};
 use leitsystem::sync::SyncView;
+use leitsystem::sync::contract::EventBatch;
 use leitsystem::sync::sim::SimState;
 use leitsystem_tests::daemon::{
     Daemon, all_events, assert_consistent, daemon_binary, execute, request, wait_for,
     write_demo_config,
 };
-use leitsystem_tests::mosquitto::Mosquitto;
+use leitsystem_tests::mosquitto::{Mosquitto, TestPki, password_listener};
 
 const SITE: &str = "musterstadt-rathaus";
 const SERVICES: &str = "ausweis,meldung,fuehrerschein";
@@ -32,8 +33,16 @@ struct Setup {
 }
 
 fn setup() -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
-    let broker = Mosquitto::start(&dir.path().join("broker"))?;
+    setup_with(tempfile::tempdir()?, None)
+}
+
+/// A broker with a second listener configured by `listener` (the daemon's config still points
+/// at the plain one until [`Setup::configure`]).
+fn setup_with(dir: tempfile::TempDir, listener: Option<&str>) -> anyhow::Result<Setup> {
+    let broker = match listener {
+        Some(settings) => Mosquitto::start_with_listener(&dir.path().join("broker"), settings)?,
+        None => Mosquitto::start(&dir.path().join("broker"))?,
+    };
     let data = dir.path().join("data");
     let config = write_demo_config(dir.path(), &data)?;
     let mut text = std::fs::read_to_string(&config)?;
@@ -50,6 +59,16 @@ fn setup() -> anyhow::Result<Setup> {
 }
 
 impl Setup {
+    /// Rewrites the daemon's config with `mqtt_section` as its `[mqtt]`.
+    fn configure(&self, mqtt_section: &str) -> anyhow::Result<()> {
+        let dir = self.config.parent().context("config without a directory")?;
+        let config = write_demo_config(dir, &self.data)?;
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str(mqtt_section);
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
     fn start(&self) -> anyhow::Result<Daemon> {
         Daemon::start(&self.config, &self.data, &[])
     }
@@ -253,14 +272,17 @@ fn fresh_appliance_gets_50000_bookings_from_a_stock_broker_and_repairs_a_gap() -
 }
 
 /// A website-side subscriber of the events: persistent session, QoS 1; records every seq it
-/// receives (duplicates included), in arrival order.
+/// receives (duplicates included), in arrival order. Its broker queue is the stock one
+/// (`max_queued_messages` 1000): the appliance must not outrun it.
 fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Arc<Mutex<Vec<u64>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let out = seen.clone();
     let mut options = rumqttc::MqttOptions::new("website-events", "127.0.0.1", port);
+    // Event messages are batches of up to 128 KiB (rumqttc accepts 10 KiB by default).
     options
         .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(5));
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(options, 100);
     std::thread::spawn(move || {
         let topic = format!("leitsystem/v1/{SITE}/events");
@@ -273,11 +295,10 @@ fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Arc<Mutex<Vec<u64>>> 
                     let _ = client.try_subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce);
                 }
                 Ok(Ok(rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)))) => {
-                    if let Ok(message) = serde_json::from_slice::<serde_json::Value>(&p.payload)
-                        && let Some(seq) = message["seq"].as_u64()
+                    if let Ok(batch) = serde_json::from_slice::<EventBatch>(&p.payload)
                         && let Ok(mut seen) = out.lock()
                     {
-                        seen.push(seq);
+                        seen.extend(batch.events.iter().map(|e| e.seq));
                     }
                 }
                 Ok(Ok(_)) => {}
@@ -296,7 +317,11 @@ fn broker_restart_mid_load_every_booking_once_every_event_once_by_seq() -> anyho
     let stop = Arc::new(Mutex::new(false));
     let seen = events_subscriber(s.broker.port, stop.clone());
     s.publish(10_000, 20)?;
-    let daemon = s.start()?;
+    let daemon = Daemon::start(
+        &s.config,
+        &s.data,
+        &[("RUST_LOG", "warn,leitsystem::sync=info")],
+    )?;
     wait_for("the load to start", Duration::from_secs(30), || {
         Ok((sync_view(&daemon)?.state.bookings_applied > 0).then_some(()))
     })?;
@@ -336,7 +361,21 @@ fn broker_restart_mid_load_every_booking_once_every_event_once_by_seq() -> anyho
                 .collect();
             Ok((got.len() as u64 == last_seq).then_some(()))
         },
-    )?;
+    )
+    .with_context(|| {
+        let got: BTreeSet<u64> = seen.lock().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let missing: Vec<u64> = (1..=last_seq).filter(|q| !got.contains(q)).collect();
+        format!(
+            "last seq {last_seq}, {} received, {} missing: {:?}..{:?}\nsync: {:#?}\ndaemon log:\n{}\nbroker log:\n{}",
+            got.len(),
+            missing.len(),
+            missing.first(),
+            missing.last(),
+            sync_view(&daemon).map(|v| v.state),
+            daemon.log_tail(),
+            s.broker.log_tail(60)
+        )
+    })?;
     if let Ok(mut s) = stop.lock() {
         *s = true;
     }
@@ -377,5 +416,119 @@ fn sigkill_between_receive_and_ack_redelivers_and_applies_once() -> anyhow::Resu
     assert_eq!(assert_once_per_version(&events)?, 4_000);
     assert_consistent(&daemon)?;
     daemon.terminate()?;
+    Ok(())
+}
+
+/// Waits until the sync reports a connection error while not connected; returns it.
+fn wait_for_connection_error(daemon: &Daemon) -> anyhow::Result<String> {
+    wait_for("a connection error", Duration::from_secs(20), || {
+        let state = sync_view(daemon)?.state;
+        Ok(state.last_error.filter(|_| !state.connected))
+    })
+    .inspect(|error| eprintln!("connection error as `ctl sync` shows it: {error}"))
+}
+
+/// Connects over the configured (secured) connection and syncs bookings through it (the same
+/// 30 each time: a later run receives them again and finds them stored).
+fn syncs_bookings(s: &Setup) -> anyhow::Result<()> {
+    let daemon = s.start()?;
+    wait_for("the connection", Duration::from_secs(20), || {
+        Ok(sync_view(&daemon)?.state.connected.then_some(()))
+    })
+    .with_context(|| daemon.log_tail())?;
+    s.publish(30, 2)?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
+    let view = wait_for(
+        "the bookings over this connection",
+        Duration::from_secs(30),
+        || {
+            let view = sync_view(&daemon)?;
+            Ok((view.state.bookings_applied + view.state.bookings_ignored >= 30).then_some(view))
+        },
+    )?;
+    assert!(view.state.connected, "{view:#?}");
+    assert_eq!(view.state.last_error, None, "{view:#?}");
+    assert_eq!(view.state.malformed + view.state.bookings_refused, 0);
+    daemon.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn tls_with_a_client_certificate_syncs_and_a_wrong_ca_is_a_clear_error() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::create(&dir.path().join("pki"))?;
+    let s = setup_with(dir, Some(&pki.listener_settings()))?;
+    let tls = |ca: &Path| {
+        format!(
+            "tls = {{ ca_file = \"{}\", client_cert = \"{}\", client_key = \"{}\" }}",
+            ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        )
+    };
+
+    // A CA that did not sign the broker's certificate: refused, with a clear error.
+    s.configure(
+        &s.broker
+            .secure_mqtt_section("127.0.0.1", &tls(&pki.other_ca))?,
+    )?;
+    let daemon = s.start()?;
+    let error = wait_for_connection_error(&daemon)?;
+    assert!(
+        error.contains("TLS") && error.contains("certificate") && error.contains("ca_file"),
+        "{error}"
+    );
+    wait_for("the logged error", Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(&daemon.log)?;
+        Ok(log
+            .lines()
+            .any(|l| l.contains("MQTT connection failed") && l.contains("TLS"))
+            .then_some(()))
+    })
+    .with_context(|| daemon.log_tail())?;
+    daemon.terminate()?;
+
+    // The right CA and the client certificate, by IP address and by host name.
+    s.configure(&s.broker.secure_mqtt_section("127.0.0.1", &tls(&pki.ca))?)?;
+    syncs_bookings(&s)?;
+    s.configure(&s.broker.secure_mqtt_section("localhost", &tls(&pki.ca))?)?;
+    syncs_bookings(&s)?;
+
+    // Without a client certificate the broker refuses the handshake.
+    let no_client = format!("tls = {{ ca_file = \"{}\" }}", pki.ca.display());
+    s.configure(&s.broker.secure_mqtt_section("127.0.0.1", &no_client)?)?;
+    let daemon = s.start()?;
+    let error = wait_for_connection_error(&daemon)?;
+    assert!(
+        error.contains("CertificateRequired") && error.contains("client_cert"),
+        "{error}"
+    );
+    daemon.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn username_and_password_sync_and_wrong_ones_are_a_clear_error() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = password_listener(&dir.path().join("auth"), "rathaus", "s3cret pass")?;
+    let s = setup_with(dir, Some(&listener))?;
+
+    s.configure(
+        &s.broker
+            .secure_mqtt_section("127.0.0.1", "username = \"rathaus\"\npassword = \"wrong\"")?,
+    )?;
+    let daemon = s.start()?;
+    let error = wait_for_connection_error(&daemon)?;
+    assert!(
+        error.contains("refused") && error.contains("mqtt.password"),
+        "{error}"
+    );
+    daemon.terminate()?;
+
+    s.configure(&s.broker.secure_mqtt_section(
+        "127.0.0.1",
+        "username = \"rathaus\"\npassword = \"s3cret pass\"",
+    )?)?;
+    syncs_bookings(&s)?;
     Ok(())
 }

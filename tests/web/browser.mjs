@@ -12,6 +12,8 @@
 //   {"cmd":"heap"}  -> {"used":bytes} after a forced garbage collection (DevTools protocol)
 //   {"cmd":"dialogs"} -> {"count":n} alert/confirm/prompt dialogs seen (an XSS would open one)
 //   {"cmd":"close"}
+// Every command but close and dialogs takes an optional "page" name (default "main"): several
+// pages can be open at once, e.g. a kiosk, a clerk console and the wall display.
 // The flags are the ones that work on this kind of machine (see the tool library's env notes).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
@@ -26,19 +28,28 @@ const browser = await chromium.launch({
     "--autoplay-policy=no-user-gesture-required",
   ],
 });
+// Several named pages may be open at once ("page" in a command, default "main").
+const pages = {};
 let page = null;
 let cdp = null;
 let dialogs = 0;
 const errors = [];
 
 async function handle(c) {
+  const name = c.page || "main";
+  if (c.cmd !== "open" && c.cmd !== "close" && c.cmd !== "dialogs") {
+    page = pages[name] ? pages[name].page : null;
+    cdp = pages[name] ? pages[name].cdp : null;
+    if (!page) throw new Error("no page " + name);
+  }
   switch (c.cmd) {
     case "open": {
-      if (page) await page.close();
+      if (pages[name]) await pages[name].page.close();
       page = await browser.newPage({ viewport: { width: c.width || 1920, height: c.height || 1080 } });
       page.on("dialog", async (d) => { dialogs += 1; await d.dismiss(); });
       page.on("pageerror", (e) => errors.push(String(e)));
       cdp = await page.context().newCDPSession(page);
+      pages[name] = { page, cdp };
       await page.goto(c.url, { waitUntil: "load" });
       return {};
     }

@@ -197,20 +197,101 @@ pub struct BookingChange {
     pub day_digest: String,
 }
 
-/// `<prefix>/events`: one committed engine event.
+/// Most events in one message on `<prefix>/events`.
+pub const EVENTS_PER_MESSAGE: usize = 500;
+/// Most bytes of one message on `<prefix>/events` (a single larger event goes alone).
+pub const MAX_EVENT_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// `<prefix>/events`: consecutive committed engine events, in seq order.
+///
+/// Batched because a broker acknowledges a publish as soon as it has it, whatever its
+/// subscribers can take: Mosquitto drops what exceeds a subscriber's queue
+/// (`max_queued_messages`, 1000 by default), online or not. One message per event made a
+/// burst (a reconnect's backlog, the bookings of a fresh appliance) lose events at a live
+/// subscriber; in batches, 50,000 events are about 200 messages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventMessage {
+pub struct EventBatch {
     /// Contract version (1).
     pub v: u32,
     /// Site id.
     pub site: String,
+    /// The events, consecutive seqs, ascending.
+    pub events: Vec<EventMessage>,
+}
+
+/// One committed engine event inside an [`EventBatch`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMessage {
     /// The site's event sequence number, gapless from 1.
     pub seq: u64,
     /// When, RFC 3339 (UTC).
     pub at: String,
     /// The event as the log holds it (never personal data).
     pub event: serde_json::Value,
+}
+
+/// One message of the outbox: the seqs it carries and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// First seq in it.
+    pub first: u64,
+    /// Last seq in it.
+    pub last: u64,
+    /// The JSON of an [`EventBatch`].
+    pub payload: Vec<u8>,
+}
+
+/// Packs log entries (ascending seqs) into [`EventBatch`] payloads of at most `max_events`
+/// events and, unless one event alone is larger, `max_bytes` bytes.
+pub fn encode_event_batches(
+    site: &str,
+    records: &[EventRecord],
+    max_events: usize,
+    max_bytes: usize,
+) -> Vec<EncodedBatch> {
+    let head = format!(
+        "{{\"v\":{CONTRACT_VERSION},\"site\":{},\"events\":[",
+        serde_json::to_string(site).unwrap_or_else(|_| "\"\"".to_string())
+    );
+    let mut out = Vec::new();
+    let mut current: Option<EncodedBatch> = None;
+    let mut count = 0usize;
+    for record in records {
+        let item = serde_json::to_vec(&EventMessage::from_record(record)).unwrap_or_default();
+        if let Some(batch) = &current
+            && (count >= max_events.max(1) || batch.payload.len() + item.len() + 3 > max_bytes)
+            && let Some(mut full) = current.take()
+        {
+            full.payload.extend_from_slice(b"]}");
+            out.push(full);
+        }
+        match &mut current {
+            Some(batch) => {
+                batch.payload.push(b',');
+                batch.payload.extend_from_slice(&item);
+                batch.last = record.seq;
+                count += 1;
+            }
+            None => {
+                let mut payload = Vec::with_capacity(head.len() + item.len() + 2);
+                payload.extend_from_slice(head.as_bytes());
+                payload.extend_from_slice(&item);
+                current = Some(EncodedBatch {
+                    first: record.seq,
+                    last: record.seq,
+                    payload,
+                });
+                count = 1;
+            }
+        }
+    }
+    if let Some(mut last) = current {
+        last.payload.extend_from_slice(b"]}");
+        out.push(last);
+    }
+    out
 }
 
 /// `<prefix>/status`: the appliance's status (retained; the last will says offline).
@@ -231,10 +312,8 @@ pub struct StatusMessage {
 
 impl EventMessage {
     /// The message for one log entry.
-    pub fn from_record(site: &str, record: &EventRecord) -> Self {
+    pub fn from_record(record: &EventRecord) -> Self {
         Self {
-            v: CONTRACT_VERSION,
-            site: site.to_string(),
             seq: record.seq,
             at: rfc3339(record.at),
             event: serde_json::to_value(&record.event).unwrap_or(serde_json::Value::Null),
@@ -509,6 +588,46 @@ mod tests {
             format!("{:016x}", booking_hash("BK-1", 1)),
             "468cf5a480f23dd1"
         );
+    }
+
+    #[test]
+    fn event_batches_hold_consecutive_seqs_within_their_limits() {
+        let day = parse_day("2026-11-24").unwrap_or_default();
+        let records: Vec<EventRecord> = (1..=1_001)
+            .map(|seq| EventRecord {
+                seq,
+                at: 1_795_000_000_000,
+                request_id: None,
+                source: "test".to_string(),
+                event: crate::domain::Event::DayStarted {
+                    day,
+                    starts_at: 1_795_000_000_000,
+                },
+            })
+            .collect();
+        for (max_events, max_bytes) in [(500, 1 << 20), (10_000, 4_096), (1, 10), (3, 1)] {
+            let batches = encode_event_batches("rathaus", &records, max_events, max_bytes);
+            let mut next = 1;
+            for batch in &batches {
+                let parsed: Result<EventBatch, _> = serde_json::from_slice(&batch.payload);
+                let Ok(parsed) = parsed else {
+                    panic!("not an EventBatch: {parsed:?}");
+                };
+                assert_eq!(parsed.site, "rathaus");
+                let seqs: Vec<u64> = parsed.events.iter().map(|e| e.seq).collect();
+                assert_eq!(seqs, (next..=batch.last).collect::<Vec<_>>());
+                assert_eq!(batch.first, next);
+                assert!(seqs.len() <= max_events);
+                assert!(batch.payload.len() <= max_bytes || seqs.len() == 1);
+                next = batch.last + 1;
+            }
+            assert_eq!(next, 1_002);
+        }
+        assert_eq!(
+            encode_event_batches("rathaus", &records, 500, 1 << 20).len(),
+            3
+        );
+        assert!(encode_event_batches("rathaus", &[], 500, 1 << 20).is_empty());
     }
 
     #[test]

@@ -1,0 +1,131 @@
+// Clerk console: log in, then the desk's actions, the current visitor (ticket, service,
+// appointment, documents), waiting counts; live over /api/v1/desks/{desk}/ws. The silent alarm
+// needs a second, confirming click.
+"use strict";
+
+(function () {
+  const { el, byId, bilingual, api, socket, time, login, logout } = window.LS;
+  let desk = null;
+  let live = null;
+
+  function render(view) {
+    byId("desk-label").replaceChildren(bilingual(view.label));
+    byId("mode").textContent = { open: "geöffnet · open", paused: "Pause · paused",
+      closed: "geschlossen · closed" }[view.mode] || view.mode || "";
+    const current = view.current;
+    byId("no-visitor").hidden = !!current;
+    byId("visitor-details").hidden = !current;
+    if (current) {
+      byId("visitor-ticket").textContent = current.ticket;
+      byId("visitor-service").replaceChildren(bilingual(current.service_name));
+      byId("visitor-state").textContent = current.state +
+        (current.called_at ? " · aufgerufen/called " + time(current.called_at) : "");
+      byId("visitor-appointment").textContent = current.appointment
+        ? "Termin · Appointment " + current.appointment : "Ohne Termin · Walk-in";
+      byId("visitor-documents").replaceChildren(...current.documents.map((d) => {
+        const li = el("li");
+        li.appendChild(bilingual(d));
+        return li;
+      }));
+    }
+    byId("waiting").replaceChildren(...view.waiting.map((q) => {
+      const tr = el("tr");
+      const name = el("td");
+      name.appendChild(bilingual(q.name));
+      tr.appendChild(name);
+      tr.appendChild(el("td", "num", q.waiting));
+      tr.appendChild(el("td", "num", q.waiting > 0 ? "≈ " + q.wait_minutes + " min" : "–"));
+      return tr;
+    }));
+    byId("parked").textContent = view.parked.length
+      ? "Geparkt · Parked: " + view.parked.join(", ") : "";
+    const select = byId("forward-target");
+    if (!select.options.length) {
+      view.forward.services.forEach((s) => {
+        const option = el("option", null, "Anliegen · Service: " + s.name.de);
+        option.value = "service:" + s.id;
+        select.appendChild(option);
+      });
+      view.forward.desks.forEach((d) => {
+        const option = el("option", null, "Platz · Desk: " + d.label.de);
+        option.value = "desk:" + d.id;
+        select.appendChild(option);
+      });
+    }
+    document.body.dataset.seq = String(view.seq);
+  }
+
+  async function act(path, body) {
+    byId("action-message").textContent = "";
+    const answer = await api("POST", "/desks/" + encodeURIComponent(desk) + path, body);
+    if (answer.status !== 200) {
+      byId("action-message").textContent = (answer.body && answer.body.message) || ("HTTP " + answer.status);
+    }
+    return answer;
+  }
+
+  async function open(id) {
+    desk = id;
+    if (live) live.close();
+    const first = await api("GET", "/desks/" + encodeURIComponent(desk));
+    if (first.status === 200) render(first.body);
+    live = socket("/api/v1/desks/" + encodeURIComponent(desk) + "/ws", (message) => {
+      if (message.type === "desk") render(message.desk);
+    }, (online) => {
+      byId("online").textContent = online ? "" : "(Verbindung unterbrochen · connection lost)";
+      document.body.dataset.online = online ? "yes" : "no";
+    });
+    byId("console").hidden = false;
+  }
+
+  function start(user) {
+    byId("user").textContent = user.name;
+    byId("logout").hidden = false;
+    const params = new URLSearchParams(window.location.search);
+    const desks = user.desks.length ? user.desks : [];
+    const wanted = params.get("desk");
+    const select = byId("desk-select");
+    if (user.role === "admin" && !desks.length) {
+      // An admin may use any desk: ?desk=<id>, default 1.
+      open(wanted || "1");
+      return;
+    }
+    if (desks.length > 1) {
+      select.hidden = false;
+      desks.forEach((d) => {
+        const option = el("option", null, d);
+        option.value = d;
+        select.appendChild(option);
+      });
+      select.addEventListener("change", () => open(select.value));
+    }
+    open(wanted && desks.includes(wanted) ? wanted : desks[0]);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    byId("logout").addEventListener("click", logout);
+    document.querySelectorAll("[data-action]").forEach((button) => {
+      button.addEventListener("click", () => act("/" + button.dataset.action));
+    });
+    byId("forward").addEventListener("click", () => {
+      const [kind, id] = byId("forward-target").value.split(/:(.*)/s);
+      act("/forward", kind === "desk" ? { desk: id } : { service: id });
+    });
+    byId("alarm").addEventListener("click", () => {
+      byId("alarm").hidden = true;
+      byId("alarm-confirm").hidden = false;
+    });
+    byId("alarm-no").addEventListener("click", () => {
+      byId("alarm").hidden = false;
+      byId("alarm-confirm").hidden = true;
+    });
+    byId("alarm-yes").addEventListener("click", async () => {
+      byId("alarm-confirm").hidden = true;
+      byId("alarm").hidden = false;
+      const answer = await act("/alarm");
+      byId("alarm-done").textContent = answer.status === 200
+        ? "Alarm gemeldet " + time(Date.now()) + " · Alarm raised" : "";
+    });
+    login(start);
+  });
+})();

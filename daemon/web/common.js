@@ -1,0 +1,127 @@
+// Shared helpers of the kiosk, clerk and admin pages. Data is only ever inserted with
+// textContent (never as HTML); the CSP allows scripts from this origin only.
+"use strict";
+
+window.LS = (function () {
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  // Both languages of a {de, en} text as two spans.
+  function bilingual(text, className) {
+    const span = el("span", className || "bi");
+    if (!text) return span;
+    span.appendChild(el("span", "de", text.de));
+    span.appendChild(el("span", "en", text.en));
+    return span;
+  }
+
+  // JSON request to /api/v1; resolves {status, body}.
+  async function api(method, path, body) {
+    const options = { method, headers: {}, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.headers["content-type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    if (method !== "GET") {
+      options.headers["idempotency-key"] =
+        Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+    }
+    const response = await fetch("/api/v1" + path, options);
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (e) {
+      data = null;
+    }
+    return { status: response.status, body: data };
+  }
+
+  // A WebSocket that reconnects with backoff; onMessage gets parsed JSON.
+  function socket(path, onMessage, onState) {
+    let backoff = 1000;
+    let ws = null;
+    let stopped = false;
+    function connect() {
+      const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+      ws = new WebSocket(scheme + "//" + window.location.host + path);
+      ws.onopen = () => {
+        backoff = 1000;
+        if (onState) onState(true);
+      };
+      ws.onmessage = (event) => {
+        let message;
+        try {
+          message = JSON.parse(event.data);
+        } catch (e) {
+          return;
+        }
+        onMessage(message);
+      };
+      ws.onclose = () => {
+        if (onState) onState(false);
+        if (stopped) return;
+        setTimeout(connect, backoff);
+        backoff = Math.min(backoff * 2, 30000);
+      };
+      ws.onerror = () => ws.close();
+    }
+    connect();
+    return {
+      close() {
+        stopped = true;
+        if (ws) ws.close();
+      },
+    };
+  }
+
+  function time(ms) {
+    if (!ms) return "";
+    const d = new Date(ms);
+    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+  }
+
+  // The login form of a page: calls onUser(user) after a login or with an existing session.
+  async function login(onUser) {
+    const form = byId("login");
+    const message = byId("login-message");
+    const who = await api("GET", "/session");
+    if (who.status === 200) {
+      form.hidden = true;
+      onUser(who.body);
+      return;
+    }
+    form.hidden = false;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      const answer = await api("POST", "/login", {
+        name: byId("login-name").value,
+        password: byId("login-password").value,
+      });
+      if (answer.status === 200) {
+        form.hidden = true;
+        byId("login-password").value = "";
+        onUser(answer.body);
+      } else if (answer.status === 429) {
+        message.textContent = "Zu viele Versuche – bitte warten. · Too many attempts – please wait.";
+      } else {
+        message.textContent = "Name oder Passwort falsch. · Wrong name or password.";
+      }
+    });
+  }
+
+  async function logout() {
+    await api("POST", "/logout");
+    window.location.reload();
+  }
+
+  return { el, byId, bilingual, api, socket, time, login, logout };
+})();

@@ -1,0 +1,399 @@
+//! The kiosk, clerk console and admin overview, and the `/api/v1` behind them, against the
+//! running daemon with sim devices, in a real headless Chromium where a page is involved:
+//! every authenticated route answers 401 without a session (taken from the OpenAPI document),
+//! logins are rate-limited, a clerk cannot act for another desk, a ticket pulled at the kiosk
+//! reaches the wall display within a second of "next" clicked on the clerk page, a refused scan
+//! is explained on the kiosk, the admin sees who is in the building (and the evacuation list),
+//! and HTML in service or personal names is shown as text everywhere. Screenshots go to
+//! `target/test-artifacts/web/`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use leitsystem::domain::{BookingId, BookingInput, Command, PersonalData, ServiceId};
+use leitsystem_tests::browser::Browser;
+use leitsystem_tests::daemon::{
+    Daemon, daemon_binary, device_line, execute, free_port, write_config_with_devices,
+};
+use serde_json::Value;
+
+/// Passwords of the test users (hashes made by the daemon's own `hash-password`).
+const PASSWORD: &str = "richtig-geheim";
+
+fn artifacts() -> anyhow::Result<PathBuf> {
+    let dir = daemon_binary()?
+        .parent()
+        .and_then(Path::parent)
+        .context("no target directory")?
+        .join("test-artifacts/web");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn hash(password: &str) -> anyhow::Result<String> {
+    let mut child = std::process::Command::new(daemon_binary()?)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "hash-password failed");
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+struct Site {
+    daemon: Daemon,
+    url: String,
+    scanner: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// A daemon with the web server, an admin `chef`, a clerk `platz1` (desk 1) and a sim scanner;
+/// `tweak` edits the config text.
+fn start(tweak: impl Fn(String) -> String) -> anyhow::Result<Site> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (port, scanner) = (free_port()?, free_port()?);
+    let hash = hash(PASSWORD)?;
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!(
+            "[web]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[web.user]]\nname = \"chef\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n\n\
+             [[web.user]]\nname = \"platz1\"\nrole = \"clerk\"\ndesks = [\"1\"]\n\
+             password_hash = \"{hash}\"\n\n\
+             [[device]]\nid = \"foyer-scanner\"\nplugin = \"libleitsystem_sim.so\"\n\
+             role = \"scanner\"\noptions = {{ port = {scanner} }}\n"
+        ),
+    )?;
+    let text = tweak(std::fs::read_to_string(&config)?);
+    std::fs::write(&config, text)?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    Ok(Site {
+        daemon,
+        url: format!("http://127.0.0.1:{port}"),
+        scanner,
+        _dir: dir,
+    })
+}
+
+/// An HTTP answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 request over loopback (no client crate needed).
+fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<Answer> {
+    let host = url.strip_prefix("http://").context("http only")?;
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method != "GET" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("no status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+fn login(url: &str, name: &str, password: &str) -> anyhow::Result<Answer> {
+    http(
+        url,
+        "POST",
+        "/api/v1/login",
+        &[],
+        Some(&serde_json::json!({"name": name, "password": password}).to_string()),
+    )
+}
+
+/// The session cookie (`name=value`) of a successful login.
+fn session(url: &str, name: &str) -> anyhow::Result<String> {
+    let answer = login(url, name, PASSWORD)?;
+    anyhow::ensure!(answer.status == 200, "login {name}: {}", answer.body);
+    let cookie = answer.header("set-cookie").context("no cookie")?;
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    Ok(cookie.split(';').next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn the_api_refuses_anonymous_and_wrong_users_and_rate_limits_logins() -> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = &site.url;
+    let doc = http(url, "GET", "/api/v1/openapi.json", &[], None)?.json()?;
+    let paths = doc["paths"].as_object().context("no paths")?;
+    let mut checked = 0;
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().context("operations")? {
+            let concrete = path
+                .replace("{desk}", "1")
+                .replace("{action}", "next")
+                .replace("{number}", "A-001");
+            let full = format!("/api/v1{concrete}");
+            let answer = http(url, &method.to_uppercase(), &full, &[], Some("{}"))?;
+            if operation["security"] == serde_json::json!([]) {
+                assert_ne!(answer.status, 401, "{method} {path} is public");
+            } else {
+                assert_eq!(answer.status, 401, "{method} {path}: {}", answer.body);
+                assert_eq!(answer.json()?["error"], "unauthorized");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 14, "only {checked} authenticated routes");
+    for page in ["/clerk", "/admin", "/kiosk"] {
+        let answer = http(url, "GET", page, &[], None)?;
+        assert_eq!(answer.status, 200, "{page}");
+        assert!(answer.header("content-security-policy").is_some());
+    }
+
+    // A clerk acts for its own desk only; admin routes are not for clerks.
+    let clerk = session(url, "platz1")?;
+    let cookie = [("Cookie", clerk.as_str())];
+    assert_eq!(
+        http(url, "GET", "/api/v1/desks/1", &cookie, None)?.status,
+        200
+    );
+    let open = http(url, "POST", "/api/v1/desks/1/open", &cookie, None)?;
+    assert_eq!(open.status, 200, "{}", open.body);
+    for (method, path) in [
+        ("GET", "/api/v1/desks/2"),
+        ("POST", "/api/v1/desks/2/open"),
+        ("POST", "/api/v1/desks/2/alarm"),
+        ("GET", "/api/v1/presence"),
+    ] {
+        let answer = http(url, method, path, &cookie, None)?;
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.body);
+    }
+    // Another origin cannot use the session (CSRF).
+    let cross = http(
+        url,
+        "POST",
+        "/api/v1/desks/1/pause",
+        &[
+            ("Cookie", clerk.as_str()),
+            ("Origin", "http://evil.example"),
+        ],
+        None,
+    )?;
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    let logout = http(url, "POST", "/api/v1/logout", &cookie, None)?;
+    assert_eq!(logout.status, 200);
+    assert_eq!(
+        http(url, "GET", "/api/v1/desks/1", &cookie, None)?.status,
+        401
+    );
+
+    // Wrong passwords: 401, then locked with 429 and Retry-After, even for the right one.
+    for _ in 0..5 {
+        assert_eq!(login(url, "chef", "falsch")?.status, 401);
+    }
+    let locked = login(url, "chef", PASSWORD)?;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+    Ok(())
+}
+
+fn book(daemon: &Daemon, id: &str, service: &str, name: &str) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    execute(
+        daemon,
+        Command::UpsertBooking {
+            booking: BookingInput {
+                id: BookingId::new(id),
+                version: 1,
+                service: ServiceId::new(service),
+                slot_start: now,
+                duration_minutes: 15,
+                desk: None,
+                personal: Some(PersonalData {
+                    name: Some(name.into()),
+                    note: None,
+                }),
+                status: Default::default(),
+            },
+        },
+    )?;
+    Ok(())
+}
+
+fn log_in_on_page(browser: &mut Browser, name: &str) -> anyhow::Result<()> {
+    browser.fill("#login-name", name)?;
+    browser.fill("#login-password", PASSWORD)?;
+    browser.click("#login-submit")?;
+    Ok(())
+}
+
+#[test]
+fn kiosk_clerk_display_and_admin_in_chromium() -> anyhow::Result<()> {
+    let evil_service = "<img src=x onerror=alert(1)>Ausweis";
+    let evil_name = "<script>alert(2)</script>Erika <b>Mustermann</b>";
+    let site = start(|t| {
+        t.replace(
+            "name = { de = \"Personalausweis und Reisepass\"",
+            &format!("name = {{ de = \"{evil_service}\""),
+        )
+    })?;
+    let (url, daemon) = (&site.url, &site.daemon);
+    let out = artifacts()?;
+    let mut browser = Browser::start()?;
+
+    // The wall display, open all along.
+    browser.use_page("display");
+    browser.open(&format!("{url}/display"), 1280, 720)?;
+    browser.wait_text("body", "Bürgerbüro", 5_000)?;
+
+    // Kiosk: pull a ticket by touching the service.
+    browser.use_page("kiosk");
+    browser.open(&format!("{url}/kiosk"), 1280, 800)?;
+    browser.wait_text("#services", "Ausweis", 5_000)?;
+    browser.screenshot(&out.join("kiosk-start.png"))?;
+    browser.click("button[data-service=ausweis]")?;
+    browser.wait_text("#result-number", "A-001", 2_000)?;
+    browser.wait_text("#result-area", "Wartebereich", 1_000)?;
+    browser.screenshot(&out.join("kiosk-ticket.png"))?;
+    browser.click("#result-back")?;
+
+    // A refused scan is explained in plain words.
+    let answer = device_line(site.scanner, "NO-SUCH-BOOKING")?;
+    eprintln!("scanner: {answer}");
+    browser.wait_text("#result-headline", "Diesen Termin kennen wir nicht", 3_000)?;
+    browser.wait_text("#result-advice", "Please ask at the reception desk", 1_000)?;
+    assert_eq!(browser.eval("document.body.dataset.result")?, "refused");
+    browser.screenshot(&out.join("kiosk-refused.png"))?;
+
+    // An appointment checked in by scan, with HTML in the personal name.
+    book(daemon, "BK-7", "fuehrerschein", evil_name)?;
+    device_line(site.scanner, "BK-7")?;
+    browser.wait_text("#result-number", "F-001", 3_000)?;
+    browser.wait_text("#result-headline", "Willkommen", 1_000)?;
+
+    // Clerk: log in, open the desk, click "next": the display shows A-001 within a second.
+    browser.use_page("clerk");
+    browser.open(&format!("{url}/clerk"), 1280, 900)?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#desk-label", "Platz 1", 5_000)?;
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "open", 2_000)?;
+    let started = Instant::now();
+    browser.click("button[data-action=next]")?;
+    browser.use_page("display");
+    browser.wait_text("#current-call .ticket", "A-001", 1_000)?;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    browser.use_page("clerk");
+    browser.wait_text("#visitor-ticket", "A-001", 2_000)?;
+    browser.wait_text("#visitor-documents", "Passfoto", 1_000)?;
+    let service = browser.text("#visitor-service")?.unwrap_or_default();
+    assert!(service.contains(evil_service), "{service}");
+    // The silent alarm needs the confirm step.
+    browser.click("#alarm")?;
+    browser.click("#alarm-yes")?;
+    browser.wait_text("#alarm-done", "Alarm", 2_000)?;
+    browser.eval("window.scrollTo(0, 0)")?;
+    browser.screenshot(&out.join("clerk.png"))?;
+
+    // Admin: presence with the personal name as text, evacuation list, the alarm.
+    browser.use_page("admin");
+    browser.open(&format!("{url}/admin"), 1400, 1000)?;
+    log_in_on_page(&mut browser, "chef")?;
+    browser.wait_text("#presence", "F-001", 5_000)?;
+    browser.wait_text("#presence", "A-001", 1_000)?;
+    let presence = browser.text("#presence")?.unwrap_or_default();
+    assert!(presence.contains(evil_name), "{presence}");
+    browser.wait_text("#alarms", "Platz 1", 5_000)?;
+    browser.wait_text("#stats", "Ausweis", 1_000)?;
+    browser.screenshot(&out.join("admin.png"))?;
+    let admin = session(url, "chef")?;
+    let evacuation = http(
+        url,
+        "GET",
+        "/api/v1/presence/evacuation",
+        &[("Cookie", admin.as_str())],
+        None,
+    )?;
+    assert_eq!(evacuation.status, 200);
+    assert!(evacuation.body.contains("F-001") && evacuation.body.contains("Mustermann"));
+    assert!(evacuation.body.contains("A-001"), "{}", evacuation.body);
+
+    // No script ran anywhere; no markup was created from data.
+    for page in ["kiosk", "clerk", "admin", "display"] {
+        browser.use_page(page);
+        assert_eq!(
+            browser.eval("document.querySelectorAll('main img, main script, main b').length")?,
+            0,
+            "{page}"
+        );
+    }
+    let (dialogs, errors) = browser.dialogs_and_errors()?;
+    assert_eq!((dialogs, errors), (0, Vec::<String>::new()));
+
+    // The alarm and the name never reach the public display.
+    let display = http(url, "GET", "/api/v1/display", &[], None)?.body;
+    for private in ["Mustermann", "alarm", "BK-7"] {
+        assert!(
+            !display.contains(private),
+            "{private} on the display: {display}"
+        );
+    }
+    Ok(())
+}
