@@ -892,6 +892,10 @@ async fn route(
 ) {
     // Last readiness reported per printer: a printer becoming ready reprints failed tickets.
     let mut printer_ready: HashMap<String, bool> = HashMap::new();
+    // Whether an open ticket may still wait for a reprint. True at start (failures recorded
+    // before a restart are durable); set by every failed print, cleared by a reprint scan. A
+    // successful print scans only then, so printing a ticket never copies the whole day.
+    let mut failures_outstanding = true;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -946,8 +950,8 @@ async fn route(
                 tracing::info!(device = %id, job = %job, "printed");
                 update(&registry, &id, |h| h.printed += 1);
                 let recorded = record_print(&engine, &id, &job, PrintOutcome::Printed).await;
-                if recorded {
-                    reprint_failed(&engine, &id).await;
+                if recorded && failures_outstanding {
+                    failures_outstanding = !reprint_failed(&engine, &id).await;
                 }
                 None
             }
@@ -958,6 +962,7 @@ async fn route(
                     h.last_error = Some(format!("print {job} failed: {reason}"))
                 });
                 record_print(&engine, &id, &job, PrintOutcome::Failed { reason }).await;
+                failures_outstanding = true;
                 None
             }
             PluginMessage::PrinterStatus {
@@ -985,8 +990,8 @@ async fn route(
                     h.cover_open = Some(cover_open);
                     h.connected = Some(online && !cover_open);
                 });
-                if ready && was_ready != Some(true) {
-                    reprint_failed(&engine, &id).await;
+                if ready && was_ready != Some(true) && failures_outstanding {
+                    failures_outstanding = !reprint_failed(&engine, &id).await;
                 }
                 None
             }
@@ -1074,10 +1079,11 @@ async fn record_print(
 }
 
 /// Asks for a reprint of every open ticket of today whose last print failed: the printer is
-/// (back) in order, and the visitor still has no paper ticket.
-async fn reprint_failed(engine: &EngineHandle, printer: &str) {
+/// (back) in order, and the visitor still has no paper ticket. True when the scan ran (every
+/// failed open ticket was asked for), false when the state could not be read.
+async fn reprint_failed(engine: &EngineHandle, printer: &str) -> bool {
     let Ok(view) = engine.state_view().await else {
-        return;
+        return false;
     };
     for ticket in view.tickets {
         let PrintState::Failed { at, .. } = &ticket.print else {
@@ -1096,6 +1102,7 @@ async fn reprint_failed(engine: &EngineHandle, printer: &str) {
         };
         let _ = engine.execute(request).await;
     }
+    true
 }
 
 /// Printers, fed from committed events: a ticket issued or to be reprinted becomes a print

@@ -539,53 +539,65 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Prometheus text format: one `family` call per metric, then its samples.
+#[derive(Default)]
+struct Metrics(String);
+
+impl Metrics {
+    /// Writes `# HELP` and `# TYPE` of a metric and one sample per `(labels, value)`.
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (String, V)>,
+    ) {
+        use std::fmt::Write;
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(self.0, "{name}{labels} {value}");
+        }
+    }
+}
+
 async fn metrics(state: WebState) -> impl warp::Reply {
-    use std::fmt::Write;
     let display = state.display.borrow().clone();
-    let mut out = String::new();
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    let mut out = Metrics::default();
+    let per_service = |value: fn(&crate::display::QueueInfo) -> u32| {
+        display
+            .queues
+            .iter()
+            .map(move |q| (format!("service=\"{}\"", label(&q.service)), value(q)))
+            .collect::<Vec<_>>()
     };
-    family(
-        &mut out,
+    out.family(
         "leitsystem_waiting_tickets",
         "gauge",
         "Tickets waiting per service.",
+        per_service(|q| q.waiting),
     );
-    for queue in &display.queues {
-        let _ = writeln!(
-            out,
-            "leitsystem_waiting_tickets{{service=\"{}\"}} {}",
-            label(&queue.service),
-            queue.waiting
-        );
-    }
-    family(
-        &mut out,
+    out.family(
         "leitsystem_estimated_wait_minutes",
         "gauge",
         "Estimated wait of a ticket issued now, per service.",
+        per_service(|q| q.wait_minutes),
     );
-    for queue in &display.queues {
-        let _ = writeln!(
-            out,
-            "leitsystem_estimated_wait_minutes{{service=\"{}\"}} {}",
-            label(&queue.service),
-            queue.wait_minutes
-        );
-    }
-    let mut body = out;
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_event_log_seq Sequence number of the newest committed event.\n\
-         # TYPE leitsystem_event_log_seq counter\nleitsystem_event_log_seq {}",
-        display.seq
+    out.family(
+        "leitsystem_event_log_seq",
+        "counter",
+        "Sequence number of the newest committed event.",
+        [(String::new(), display.seq)],
     );
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_display_clients Open display pages (WebSockets).\n\
-         # TYPE leitsystem_display_clients gauge\nleitsystem_display_clients {}",
-        state.clients.load(Ordering::Relaxed)
+    out.family(
+        "leitsystem_display_clients",
+        "gauge",
+        "Open display pages (WebSockets).",
+        [(String::new(), state.clients.load(Ordering::Relaxed))],
     );
     let devices: Vec<_> = state
         .registry
@@ -594,76 +606,52 @@ async fn metrics(state: WebState) -> impl warp::Reply {
         .values()
         .cloned()
         .collect();
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_device_up 1 when the device runs (and its link is up, if it has one).\n\
-         # TYPE leitsystem_device_up gauge"
+    let device = |d: &crate::plugin_host::DeviceHealth| format!("device=\"{}\"", label(&d.id));
+    out.family(
+        "leitsystem_device_up",
+        "gauge",
+        "1 when the device runs (and its link is up, if it has one).",
+        devices.iter().map(|d| {
+            let up =
+                d.state == crate::plugin_host::DeviceState::Running && d.connected != Some(false);
+            (
+                format!("{},role=\"{}\"", device(d), label(&d.role)),
+                u8::from(up),
+            )
+        }),
     );
-    for d in &devices {
-        let up = d.state == crate::plugin_host::DeviceState::Running && d.connected != Some(false);
-        let _ = writeln!(
-            body,
-            "leitsystem_device_up{{device=\"{}\",role=\"{}\"}} {}",
-            label(&d.id),
-            label(&d.role),
-            u8::from(up)
-        );
-    }
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_device_restarts_total Device restarts since the daemon started.\n\
-         # TYPE leitsystem_device_restarts_total counter"
+    out.family(
+        "leitsystem_device_restarts_total",
+        "counter",
+        "Device restarts since the daemon started.",
+        devices.iter().map(|d| (device(d), d.restarts)),
     );
-    for d in &devices {
-        let _ = writeln!(
-            body,
-            "leitsystem_device_restarts_total{{device=\"{}\"}} {}",
-            label(&d.id),
-            d.restarts
-        );
-    }
     let printers: Vec<_> = devices.iter().filter(|d| d.role == "printer").collect();
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_printer_paper Paper level of each printer (1 for the current level).\n\
-         # TYPE leitsystem_printer_paper gauge"
+    out.family(
+        "leitsystem_printer_paper",
+        "gauge",
+        "Paper level of each printer (1 for the current level).",
+        printers.iter().flat_map(|d| {
+            ["ok", "near_end", "out"].map(|level| {
+                (
+                    format!("{},level=\"{level}\"", device(d)),
+                    u8::from(d.paper.as_deref() == Some(level)),
+                )
+            })
+        }),
     );
-    for d in &printers {
-        for level in ["ok", "near_end", "out"] {
-            let _ = writeln!(
-                body,
-                "leitsystem_printer_paper{{device=\"{}\",level=\"{level}\"}} {}",
-                label(&d.id),
-                u8::from(d.paper.as_deref() == Some(level))
-            );
-        }
-    }
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_tickets_printed_total Tickets printed since the daemon started.\n\
-         # TYPE leitsystem_tickets_printed_total counter"
+    out.family(
+        "leitsystem_tickets_printed_total",
+        "counter",
+        "Tickets printed since the daemon started.",
+        printers.iter().map(|d| (device(d), d.printed)),
     );
-    for d in &printers {
-        let _ = writeln!(
-            body,
-            "leitsystem_tickets_printed_total{{device=\"{}\"}} {}",
-            label(&d.id),
-            d.printed
-        );
-    }
-    let _ = writeln!(
-        body,
-        "# HELP leitsystem_print_failures_total Print jobs failed since the daemon started.\n\
-         # TYPE leitsystem_print_failures_total counter"
+    out.family(
+        "leitsystem_print_failures_total",
+        "counter",
+        "Print jobs failed since the daemon started.",
+        printers.iter().map(|d| (device(d), d.print_failures)),
     );
-    for d in &printers {
-        let _ = writeln!(
-            body,
-            "leitsystem_print_failures_total{{device=\"{}\"}} {}",
-            label(&d.id),
-            d.print_failures
-        );
-    }
     let sync = state.sync.snapshot();
     if sync.enabled {
         for (name, kind, help, value) in [
@@ -728,11 +716,8 @@ async fn metrics(state: WebState) -> impl warp::Reply {
                 sync.outbox_backlog,
             ),
         ] {
-            let _ = writeln!(
-                body,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            out.family(name, kind, help, [(String::new(), value)]);
         }
     }
-    warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4")
+    warp::reply::with_header(out.0, "content-type", "text/plain; version=0.0.4")
 }

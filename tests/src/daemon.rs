@@ -260,6 +260,23 @@ pub fn write_config_with_devices(
     Ok(path)
 }
 
+/// One `[[device]]` entry of a config; `options` is the inside of its inline table.
+pub fn device_entry(id: &str, plugin: &str, role: &str, options: &str) -> String {
+    format!(
+        "\n[[device]]\nid = \"{id}\"\nplugin = \"{plugin}\"\nrole = \"{role}\"\noptions = {{ {options} }}\n"
+    )
+}
+
+/// The simulated scanner (`drivers/sim`) listening on 127.0.0.1:`port`.
+pub fn sim_scanner(port: u16) -> String {
+    device_entry(
+        "scanner",
+        "libleitsystem_sim.so",
+        "scanner",
+        &format!("port = {port}"),
+    )
+}
+
 /// Compiles a C plugin source with the system compiler (`-I plugins/include`); the error
 /// names the Debian package when `cc` is missing.
 pub fn compile_c_plugin(source: &Path, out: &Path, defines: &[&str]) -> anyhow::Result<PathBuf> {

@@ -13,7 +13,8 @@ use leitsystem::domain::{Command, DeskId, ServiceId};
 use leitsystem::plugin_host::DeviceState;
 use leitsystem_tests::daemon::{
     Daemon, assert_consistent, book, build_dir, compile_c_plugin, daemon_binary, device,
-    device_line, devices, execute, free_port, request, wait_for, write_config_with_devices,
+    device_line, devices, execute, free_port, request, sim_scanner, wait_for,
+    write_config_with_devices,
 };
 
 /// A walk-in, desk 1 opens and calls it: sends a `display` message to every display.
@@ -42,13 +43,7 @@ fn issue_and_call(daemon: &Daemon) -> anyhow::Result<()> {
 
 fn sim_devices(scanner: u16, buttons: u16) -> String {
     format!(
-        r#"
-[[device]]
-id = "scanner"
-plugin = "libleitsystem_sim.so"
-role = "scanner"
-options = {{ port = {scanner} }}
-
+        r#"{}
 [[device]]
 id = "buttons"
 plugin = "libleitsystem_sim.so"
@@ -67,7 +62,8 @@ id = "display"
 plugin = "libleitsystem_sim.so"
 role = "display"
 options = {{ file = "${{data_dir}}/display.json" }}
-"#
+"#,
+        sim_scanner(scanner)
     )
 }
 

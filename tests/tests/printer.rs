@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use leitsystem::domain::{PrintState, Ticket};
 use leitsystem::plugin_host::DeviceHealth;
 use leitsystem_tests::daemon::{
-    Daemon, book, daemon_binary, device, device_line, free_port, request, wait_for,
-    write_config_with_devices,
+    Daemon, book, daemon_binary, device, device_entry, device_line, free_port, request,
+    sim_scanner, wait_for, write_config_with_devices,
 };
 use leitsystem_tests::escpos::{
     Paper, ParsedJob, PrinterEmulator, npos_parse, require_tool, zbar_decode,
@@ -104,21 +104,13 @@ fn image_size(png: &Path) -> anyhow::Result<(u32, u32)> {
 
 /// Devices: the sim scanner and an ESC/POS printer with the given options.
 fn devices(scanner: u16, printer_options: &str) -> String {
-    format!(
-        r#"
-[[device]]
-id = "scanner"
-plugin = "libleitsystem_sim.so"
-role = "scanner"
-options = {{ port = {scanner} }}
-
-[[device]]
-id = "printer"
-plugin = "libleitsystem_escpos_printer.so"
-role = "printer"
-options = {{ {printer_options}, status_interval_ms = 100, reconnect_max_ms = 500 }}
-"#
-    )
+    sim_scanner(scanner)
+        + &device_entry(
+            "printer",
+            "libleitsystem_escpos_printer.so",
+            "printer",
+            &format!("{printer_options}, status_interval_ms = 100, reconnect_max_ms = 500"),
+        )
 }
 
 /// Today's ticket `number`, once issued (a scan is acknowledged by the scanner before the

@@ -11,7 +11,7 @@ use leitsystem::control::ControlRequest;
 use leitsystem::domain::{BookingId, ServiceId, Ticket};
 use leitsystem::token::{TokenClaims, generate_key, sign};
 use leitsystem_tests::daemon::{
-    Daemon, device_line, free_port, request, wait_for, write_config_with_devices,
+    Daemon, device_line, free_port, request, sim_scanner, wait_for, write_config_with_devices,
 };
 
 const SITE: &str = "musterstadt-rathaus";
@@ -49,13 +49,8 @@ fn signed_codes_check_in_offline_and_forged_replayed_or_unsigned_codes_are_refus
         r#"
 [tokens]
 keys = [{{ id = 7, public_key = "{public}" }}]
-
-[[device]]
-id = "scanner"
-plugin = "libleitsystem_sim.so"
-role = "scanner"
-options = {{ port = {scanner} }}
-"#
+{}"#,
+        sim_scanner(scanner)
     );
     let config = write_config_with_devices(dir.path(), &data, &devices)?;
     let daemon = Daemon::start(&config, &data, &[])?;
