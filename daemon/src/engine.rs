@@ -22,6 +22,7 @@ use crate::domain::{
     PersonalData, PrintOutcome, PrintState, ServiceId, Ticket, TicketNumber, TicketOrigin,
     TicketState,
 };
+use crate::sync::contract::DaySums;
 
 /// Slot length assumed for a booking known only from its check-in token.
 pub const TOKEN_BOOKING_MINUTES: u32 = 15;
@@ -155,6 +156,8 @@ pub struct Engine {
     requests: BTreeMap<String, Outcome>,
     pending: PendingCommit,
     touched: Touched,
+    /// Count and hash sum of the live bookings per day (derived; the booking sync's gap check).
+    day_sums: DaySums,
 }
 
 impl State {
@@ -569,12 +572,14 @@ impl Engine {
         state: State,
         requests: BTreeMap<String, Outcome>,
     ) -> Self {
+        let day_sums = DaySums::of(state.bookings.values(), &catalog.calendar);
         let mut engine = Self {
             catalog,
             state,
             requests,
             pending: PendingCommit::default(),
             touched: Touched::default(),
+            day_sums,
         };
         engine.pending.meta = engine.state.meta();
         engine
@@ -674,8 +679,31 @@ impl Engine {
             source: request.source.clone(),
             event,
         };
+        // The day sums follow every change of a booking's day, id or version.
+        let booking = match &record.event {
+            Event::BookingUpserted { booking, .. } => Some(booking.id.clone()),
+            Event::BookingCancelled { booking, .. } => Some(booking.clone()),
+            _ => None,
+        };
+        let calendar = &self.catalog.calendar;
+        if let Some(before) = booking.as_ref().and_then(|id| self.state.bookings.get(id)) {
+            self.day_sums.remove(before, calendar);
+        }
         self.state.apply(&record, &mut self.touched);
+        if let Some(after) = booking.as_ref().and_then(|id| self.state.bookings.get(id)) {
+            self.day_sums.add(after, calendar);
+        }
+        if matches!(record.event, Event::DayStarted { .. }) {
+            // Past bookings left the state.
+            self.day_sums = DaySums::of(self.state.bookings.values(), calendar);
+        }
         self.pending.records.push(record);
+    }
+
+    /// Count and digest of the live bookings (today and later, tombstones included) per local
+    /// day, restricted to `only` when given (contract v1 of the booking sync).
+    pub fn booking_days(&self, only: Option<&BTreeSet<Date>>) -> BTreeMap<Date, (u64, String)> {
+        self.day_sums.view(only)
     }
 
     /// Closes the service day if `now` lies in a later one.

@@ -780,7 +780,7 @@ impl PluginHost {
             .collect();
         tracker.spawn(feed_displays(display, displays, shutdown.clone()));
         tracker.spawn(derive_outputs(
-            engine.subscribe(),
+            engine.feed(),
             engine.clone(),
             outputs,
             catalog,
@@ -1108,7 +1108,7 @@ async fn reprint_failed(engine: &EngineHandle, printer: &str) -> bool {
 /// Printers, fed from committed events: a ticket issued or to be reprinted becomes a print
 /// job for every printer.
 async fn derive_outputs(
-    mut committed: tokio::sync::broadcast::Receiver<Arc<crate::domain::EventRecord>>,
+    mut committed: crate::daemon::EventFeed,
     engine: EngineHandle,
     outputs: Vec<(Role, String, SyncSender<Supervise>)>,
     catalog: Arc<Catalog>,
@@ -1126,13 +1126,8 @@ async fn derive_outputs(
             _ = shutdown.cancelled() => return,
             record = committed.recv() => record,
         };
-        let record = match record {
-            Ok(r) => r,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "device outputs fell behind the event log");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let Some(record) = record else {
+            return;
         };
         let to_print = match &record.event {
             Event::TicketIssued { ticket } => Some(ticket.clone()),

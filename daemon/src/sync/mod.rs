@@ -44,17 +44,19 @@ use contract::{InboundTopic, StatusMessage, Topics};
 /// Most inbound publishes handled by one batch (one round of engine commits, then acks).
 pub const MAX_BATCH: usize = 256;
 /// Most booking commands collected into one batch before it is executed.
-pub const MAX_BATCH_COMMANDS: usize = 4_096;
-/// Most booking commands of a batch executing at once: two of the engine's group commits
-/// (256 each) keep it busy. Measured with 50,000 bookings (`benches/sync.rs`): with every
-/// command of a batch in flight at once (each a task with its request, answer and event
-/// copies) the daemon's peak RSS followed the batch's command cap: 4,096: 82-88 MB, 16,384:
-/// 117 MB, 512: 74 MB. With this bound: 71-78 MB at the same bookings/s.
-pub const MAX_IN_FLIGHT: usize = 512;
+pub const MAX_BATCH_COMMANDS: usize = 1_024;
+/// Booking commands sent to the engine as one message ([`EngineHandle::execute_many`]).
+pub const CHUNK_COMMANDS: usize = 256;
+/// Chunks executing at once: two keep the engine busy (one deciding, one committing).
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// Inbound payload bytes (in KiB) received and not yet acknowledged. When they are used up
+/// the connection task stops reading, and TCP holds the rest at the broker.
+pub const INBOUND_BUDGET_KIB: u32 = 2_048;
 /// Most outbound event messages (each up to [`contract::EVENTS_PER_MESSAGE`] events)
 /// published and not yet acknowledged by the broker.
 pub const OUTBOX_WINDOW: usize = 8;
-/// Capacity of the channel from the connection task to the processor.
+/// Capacity of the channel from the connection task to the processor (its bytes are bounded
+/// by [`INBOUND_BUDGET_KIB`]).
 pub const INBOUND_CAPACITY: usize = 1024;
 /// Capacity of rumqttc's request channel.
 pub const REQUEST_CAPACITY: usize = 1024;
@@ -175,6 +177,8 @@ fn lock_wire(wire: &SharedWire) -> std::sync::MutexGuard<'_, Wire> {
 struct Inbound {
     generation: u64,
     publish: Publish,
+    /// This payload's share of [`INBOUND_BUDGET_KIB`], given back when it is dropped.
+    _budget: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Everything the tasks share.
@@ -364,6 +368,7 @@ async fn connection_task(
 ) {
     let mut backoff = backoff_min;
     let mut failures = 0u64;
+    let budget = Arc::new(tokio::sync::Semaphore::new(INBOUND_BUDGET_KIB as usize));
     loop {
         let polled = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -392,10 +397,21 @@ async fn connection_task(
                 let _ = connected.send(Some(generation));
             }
             Ok(MqttEvent::Incoming(Incoming::Publish(publish))) => {
+                let kib = u32::try_from(publish.payload.len() / 1024)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, INBOUND_BUDGET_KIB);
+                let permit = tokio::select! {
+                    _ = ctx.stop.cancelled() => break,
+                    permit = budget.clone().acquire_many_owned(kib) => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
                 let generation = lock_wire(&ctx.wire).generation;
                 let item = Inbound {
                     generation,
                     publish,
+                    _budget: permit,
                 };
                 tokio::select! {
                     _ = ctx.stop.cancelled() => break,
@@ -595,7 +611,9 @@ async fn outbox_task(
             let room = OUTBOX_WINDOW.saturating_sub(in_flight.len());
             let mut sent_any = false;
             if room > 0 {
-                let limit = u32::try_from(room * contract::EVENTS_PER_MESSAGE).unwrap_or(u32::MAX);
+                // One message's worth per read: the records are copies of the log (with whole
+                // bookings), so reading the window at once cost megabytes during a bulk sync.
+                let limit = u32::try_from(contract::EVENTS_PER_MESSAGE).unwrap_or(u32::MAX);
                 match ctx.engine.events(next, limit).await {
                     Ok(records) => {
                         let batches = contract::encode_event_batches(
@@ -692,13 +710,9 @@ async fn processor_task(ctx: Ctx, mut inbound: mpsc::Receiver<Inbound>) {
             };
             batch.push(first);
         }
-        let mut bytes: usize = batch.iter().map(|i| i.publish.payload.len()).sum();
-        while batch.len() < MAX_BATCH && bytes < 8 * 1024 * 1024 {
+        while batch.len() < MAX_BATCH {
             match inbound.try_recv() {
-                Ok(item) => {
-                    bytes += item.publish.payload.len();
-                    batch.push(item);
-                }
+                Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
@@ -764,54 +778,62 @@ async fn process_batch(
             break;
         }
     }
-    // Execute the bookings concurrently, at most [`MAX_IN_FLIGHT`] at a time: the engine
-    // commits them in groups with one fsync.
+    // Execute the bookings in chunks, [`CHUNKS_IN_FLIGHT`] at a time: the engine commits
+    // them in groups with one fsync.
     let mut results: Vec<ItemResult> = parsed.iter().map(|_| ItemResult::default()).collect();
-    let mut set = tokio::task::JoinSet::new();
-    let mut commands = commands.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let mut commands = commands.into_iter().peekable();
     loop {
-        while set.len() < MAX_IN_FLIGHT {
-            let Some((index, booking)) = commands.next() else {
-                break;
-            };
-            let engine = ctx.engine.clone();
-            set.spawn(async move {
-                let id = booking.id.clone();
-                let request = CommandRequest {
+        while running.len() < CHUNKS_IN_FLIGHT && commands.peek().is_some() {
+            let mut origin = Vec::with_capacity(CHUNK_COMMANDS);
+            let mut requests = Vec::with_capacity(CHUNK_COMMANDS);
+            for (index, booking) in commands.by_ref().take(CHUNK_COMMANDS) {
+                origin.push((index, booking.id.clone()));
+                requests.push(CommandRequest {
                     request_id: None,
                     source: "mqtt".to_string(),
                     command: Command::UpsertBooking { booking },
-                };
-                (index, id, engine.execute(request).await)
-            });
+                });
+            }
+            let engine = ctx.engine.clone();
+            running.spawn(async move { (origin, engine.execute_many(requests).await) });
         }
-        let Some(joined) = set.join_next().await else {
+        let Some(joined) = running.join_next().await else {
             break;
         };
-        let Ok((index, id, result)) = joined else {
+        let Ok((origin, outcomes)) = joined else {
             continue;
         };
-        let Some(r) = results.get_mut(index) else {
-            continue;
+        let outcomes = match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(e) => origin
+                .iter()
+                .map(|_| Err(ExecuteError::Storage(e.to_string())))
+                .collect(),
         };
-        match result {
-            Ok(executed) => match executed.outcome {
-                Outcome::BookingIgnored { .. } => r.ignored += 1,
-                _ => r.applied += 1,
-            },
-            Err(ExecuteError::Rejected(e)) => {
-                tracing::warn!(
-                    topic = %batch[index].publish.topic,
-                    booking = %id,
-                    code = e.code(),
-                    reason = %e,
-                    "the engine refused a booking from MQTT"
-                );
-                ctx.status.update(|s| s.bookings_refused += 1);
-            }
-            Err(e) => {
-                tracing::warn!(booking = %id, error = %e, "a booking from MQTT was not stored; it is not acknowledged");
-                r.failed = true;
+        for ((index, id), result) in origin.into_iter().zip(outcomes) {
+            let Some(r) = results.get_mut(index) else {
+                continue;
+            };
+            match result {
+                Ok(executed) => match executed.outcome {
+                    Outcome::BookingIgnored { .. } => r.ignored += 1,
+                    _ => r.applied += 1,
+                },
+                Err(ExecuteError::Rejected(e)) => {
+                    tracing::warn!(
+                        topic = %batch[index].publish.topic,
+                        booking = %id,
+                        code = e.code(),
+                        reason = %e,
+                        "the engine refused a booking from MQTT"
+                    );
+                    ctx.status.update(|s| s.bookings_refused += 1);
+                }
+                Err(e) => {
+                    tracing::warn!(booking = %id, error = %e, "a booking from MQTT was not stored; it is not acknowledged");
+                    r.failed = true;
+                }
             }
         }
     }
