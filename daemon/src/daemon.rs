@@ -137,6 +137,15 @@ impl EngineHandle {
         }
     }
 
+    /// Every event from `seq` on: first from the log, then as they are committed.
+    pub fn feed_from(&self, seq: u64) -> EventFeed {
+        EventFeed {
+            next: Some(seq.max(1)),
+            behind: true,
+            ..self.feed()
+        }
+    }
+
     /// Sends a message carrying a reply channel and waits for the reply.
     async fn ask<T>(
         &self,
@@ -240,6 +249,61 @@ pub struct EventFeed {
 }
 
 impl EventFeed {
+    /// The next events, at least one and at most `max`: waits for the first, then up to
+    /// `linger` for more (a commit's events arrive one by one), taking what is ready. `None`
+    /// once the engine has stopped.
+    pub async fn recv_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Option<Vec<Arc<EventRecord>>> {
+        let first = self.recv().await?;
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            if let Some(record) = self.backlog.pop_front() {
+                if self.next.is_none_or(|next| record.seq >= next) {
+                    self.next = Some(record.seq + 1);
+                    batch.push(Arc::new(record));
+                }
+                continue;
+            }
+            if self.behind {
+                break;
+            }
+            match self.committed.try_recv() {
+                Ok(record) if Some(record.seq) == self.next => {
+                    self.next = Some(record.seq + 1);
+                    batch.push(record);
+                }
+                Ok(record) if self.next.is_some_and(|next| record.seq < next) => {}
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    // A gap: the log has it; the next call reads it.
+                    self.behind = true;
+                    break;
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                    // Nothing ready: wait for the next one until the deadline.
+                    match tokio::time::timeout_at(deadline, self.committed.recv()).await {
+                        Ok(Ok(record)) if Some(record.seq) == self.next => {
+                            self.next = Some(record.seq + 1);
+                            batch.push(record);
+                        }
+                        Ok(Ok(record)) if self.next.is_some_and(|next| record.seq < next) => {}
+                        Ok(Ok(_))
+                        | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                            self.behind = true;
+                            break;
+                        }
+                        Ok(Err(_)) | Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
     /// The next event; `None` once the engine has stopped.
     pub async fn recv(&mut self) -> Option<Arc<EventRecord>> {
         use tokio::sync::broadcast::error::RecvError;

@@ -27,16 +27,25 @@ pub fn mosquitto_binary() -> anyhow::Result<PathBuf> {
 
 /// `mosquitto_sub`, or an error naming its package.
 pub fn mosquitto_sub_binary() -> anyhow::Result<PathBuf> {
+    mosquitto_client("mosquitto_sub")
+}
+
+/// `mosquitto_pub`, or an error naming its package.
+pub fn mosquitto_pub_binary() -> anyhow::Result<PathBuf> {
+    mosquitto_client("mosquitto_pub")
+}
+
+fn mosquitto_client(name: &str) -> anyhow::Result<PathBuf> {
     for dir in std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
     {
-        let candidate = dir.join("mosquitto_sub");
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
-    bail!("`mosquitto_sub` is missing: install the Debian package mosquitto-clients")
+    bail!("`{name}` is missing: install the Debian package mosquitto-clients")
 }
 
 /// Started as root, Mosquitto switches to the user `mosquitto`, which cannot write its

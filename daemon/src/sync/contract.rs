@@ -245,9 +245,9 @@ pub struct EncodedBatch {
 
 /// Packs log entries (ascending seqs) into [`EventBatch`] payloads of at most `max_events`
 /// events and, unless one event alone is larger, `max_bytes` bytes.
-pub fn encode_event_batches(
+pub fn encode_event_batches<R: std::borrow::Borrow<EventRecord>>(
     site: &str,
-    records: &[EventRecord],
+    records: &[R],
     max_events: usize,
     max_bytes: usize,
 ) -> Vec<EncodedBatch> {
@@ -259,6 +259,7 @@ pub fn encode_event_batches(
     let mut current: Option<EncodedBatch> = None;
     let mut count = 0usize;
     for record in records {
+        let record: &EventRecord = record.borrow();
         let item = serde_json::to_vec(&EventMessage::from_record(record)).unwrap_or_default();
         if let Some(batch) = &current
             && (count >= max_events.max(1) || batch.payload.len() + item.len() + 3 > max_bytes)
@@ -696,7 +697,7 @@ mod tests {
             encode_event_batches("rathaus", &records, 500, 1 << 20).len(),
             3
         );
-        assert!(encode_event_batches("rathaus", &[], 500, 1 << 20).is_empty());
+        assert!(encode_event_batches::<EventRecord>("rathaus", &[], 500, 1 << 20).is_empty());
     }
 
     #[test]
