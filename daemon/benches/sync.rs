@@ -7,6 +7,9 @@
 //! - as baseline B, how long `mosquitto_sub` takes to receive the same bookings as one
 //!   retained message per booking (the issue's own measurement: a second Mosquitto with
 //!   `max_queued_messages 0`, as a stock broker would lose all but about 1,000 of them);
+//! - as reference C, how long raw sled takes to store the same bookings the way the store does
+//!   (log record, booking view and personal data per booking as JSON, 256 bookings per batch,
+//!   flush and fdatasync per batch), without MQTT, parsing or the engine: the storage floor;
 //! - how long a fresh appliance takes from the daemon's start until every booking is durably
 //!   stored (the daemon's own `bookings_applied` counter), as bookings per second, and the
 //!   ratios baseline / appliance (goal ≥ 0.5);
@@ -102,8 +105,71 @@ fn main() -> Result<(), Box<dyn Error>> {
         .unwrap_or(50_000);
     let dir = tempfile::tempdir()?;
     let per_booking = per_booking_baseline(bookings, dir.path())?;
+    let raw = raw_sled(bookings, &dir.path().join("raw-sled"))?;
     let broker = Broker::start(dir.path(), "stock", "")?;
-    run(bookings, broker.port, dir.path(), per_booking)
+    run(bookings, broker.port, dir.path(), per_booking, raw)
+}
+
+/// Reference C: the bookings written straight into sled as the store writes them.
+fn raw_sled(bookings: usize, dir: &std::path::Path) -> Result<Duration, Box<dyn Error>> {
+    use leitsystem::domain::{
+        Booking, BookingId, BookingStatus, Event, EventRecord, PersonalData, ServiceId,
+    };
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(8 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
+        .open()?;
+    let log = std::fs::File::open(dir.join("db"))?;
+    let at = jiff::Timestamp::now().as_millisecond();
+    let started = Instant::now();
+    let mut seq = 0u64;
+    for chunk in (0..bookings).collect::<Vec<_>>().chunks(256) {
+        let mut batch = sled::Batch::default();
+        for i in chunk {
+            seq += 1;
+            let booking = Booking {
+                id: BookingId::new(&format!("BK-1-{i:06}")),
+                version: 1,
+                service: ServiceId::new("ausweis"),
+                slot_start: at + (*i as i64) * 60_000,
+                duration_minutes: 15,
+                status: BookingStatus::Booked,
+                desk: None,
+                ticket: None,
+            };
+            let personal = serde_json::json!({
+                "day": "2026-11-24",
+                "data": PersonalData { name: Some(format!("Bürgerin {i}")), note: None },
+            });
+            batch.insert(
+                format!("b/{}", booking.id).as_bytes(),
+                serde_json::to_vec(&booking)?,
+            );
+            batch.insert(
+                format!("p/{}", booking.id).as_bytes(),
+                serde_json::to_vec(&personal)?,
+            );
+            let record = EventRecord {
+                seq,
+                at,
+                request_id: None,
+                source: "mqtt".to_string(),
+                event: Event::BookingUpserted {
+                    booking,
+                    has_personal_data: true,
+                },
+            };
+            let mut key = b"l/".to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            batch.insert(key, serde_json::to_vec(&record)?);
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        log.sync_data()?;
+    }
+    Ok(started.elapsed())
 }
 
 /// Baseline B: publishes every booking as its own retained message (the change payload of
@@ -164,6 +230,7 @@ fn run(
     port: u16,
     dir: &std::path::Path,
     per_booking: Duration,
+    raw: Duration,
 ) -> Result<(), Box<dyn Error>> {
     let binary = env!("CARGO_BIN_EXE_leitsystemd");
     let status = Command::new(binary)
@@ -252,6 +319,10 @@ fn run(
         per_booking.as_secs_f64()
     );
     println!(
+        "  C: raw sled storing the same bookings (the storage floor):      {:>8.3} s",
+        raw.as_secs_f64()
+    );
+    println!(
         "  appliance, start until all durably stored:                    {:>8.3} s  ({per_second:.0} bookings/s)",
         synced.as_secs_f64()
     );
@@ -259,6 +330,11 @@ fn run(
         "  ratio A / appliance: {:.2}; ratio B / appliance: {:.2} (goal >= 0.5)",
         baseline.as_secs_f64() / synced.as_secs_f64(),
         per_booking.as_secs_f64() / synced.as_secs_f64()
+    );
+    println!(
+        "  ratio C / appliance: {:.2}; ratio B / C: {:.2} (what storage alone allows)",
+        raw.as_secs_f64() / synced.as_secs_f64(),
+        per_booking.as_secs_f64() / raw.as_secs_f64()
     );
     println!(
         "  daemon peak RSS (VmHWM): {:.1} MB (goal <= 64 MB)",

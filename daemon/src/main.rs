@@ -375,7 +375,23 @@ enum CtlAction {
     Sync,
 }
 
+/// Caps glibc's malloc arenas at 2 (unless `MALLOC_ARENA_MAX` says otherwise), before any
+/// thread starts. By default every busy thread (tokio workers, the engine, sled's I/O pool) may
+/// get an arena of its own, and memory freed in one is never reused by another. Measured with
+/// `benches/sync.rs` (50,000 bookings): peak RSS 61-64 MB by default, 58-60 MB with 2 arenas, at
+/// the same bookings per second.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging();
     match cli.command {
