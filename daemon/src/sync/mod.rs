@@ -6,14 +6,17 @@
 //!   hands inbound publishes to the processor, maps outgoing packet ids to event sequence
 //!   numbers and reports PubAcks to the outbox. After a disconnect it drops what rumqttc kept
 //!   in RAM (`EventLoop::clean` + `pending.clear()`): the outbox republishes from its cursor.
-//! - **processor** takes the publishes that are ready (up to [`MAX_BATCH`]), executes their
-//!   bookings concurrently through the engine (which group-commits them with one fsync), then
+//! - **processor** takes the publishes that are ready (up to [`MAX_BATCH`], their payloads
+//!   within [`INBOUND_BUDGET_KIB`]), sends their bookings to the engine in chunks of
+//!   [`CHUNK_COMMANDS`] (`execute_many`; the engine group-commits them with one fsync), then
 //!   acknowledges them in receive order — only after their effect is durable (manual acks).
-//!   It compares the website's per-day count/digest with the appliance's own and re-fetches a
-//!   day's retained snapshot on a mismatch.
-//! - **outbox** publishes the event log in seq order from a persisted cursor, batched into
-//!   messages of consecutive events (QoS 1, at most [`OUTBOX_WINDOW`] messages unacknowledged),
-//!   renews the subscriptions and the retained status after every ConnAck.
+//!   It compares the website's per-day count/digest with the appliance's own (kept up to date
+//!   by the engine) and re-fetches a day's retained snapshot on a mismatch.
+//! - **outbox** publishes the events in seq order from a persisted cursor, through an
+//!   [`EventFeed`](crate::daemon::EventFeed) (the log after the cursor, then the events as they
+//!   are committed), batched into messages of consecutive events (QoS 1, at most
+//!   [`OUTBOX_WINDOW`] messages unacknowledged), and renews the subscriptions and the retained
+//!   status after every ConnAck.
 
 pub mod contract;
 pub mod outbox;
