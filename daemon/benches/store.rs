@@ -343,12 +343,7 @@ fn raw_sled(
     ops: usize,
     fsync: bool,
 ) -> Result<(f64, Vec<Duration>), Box<dyn std::error::Error>> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(8 * 1024 * 1024)
-        .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(None)
-        .open()?;
+    let db = common::raw_sled_db(dir)?;
     let log = std::fs::File::open(dir.join("db"))?;
     let value = vec![b'x'; 300];
     let mut latencies = Vec::with_capacity(ops);

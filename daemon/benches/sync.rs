@@ -119,12 +119,7 @@ fn raw_sled(bookings: usize, dir: &std::path::Path) -> Result<Duration, Box<dyn 
     use leitsystem::domain::{
         Booking, BookingId, BookingStatus, Event, EventRecord, PersonalData, ServiceId,
     };
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(8 * 1024 * 1024)
-        .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(None)
-        .open()?;
+    let db = common::raw_sled_db(dir)?;
     let log = std::fs::File::open(dir.join("db"))?;
     let at = jiff::Timestamp::now().as_millisecond();
     let started = Instant::now();

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
 use leitsystem::domain::{
-    BookingId, BookingInput, Command as EngineCommand, EventRecord, Outcome, ServiceId,
+    BookingId, BookingInput, Command as EngineCommand, EventRecord, Outcome, PersonalData,
+    ServiceId,
 };
 use leitsystem::plugin_host::DeviceHealth;
 
@@ -342,10 +343,32 @@ pub fn device(daemon: &Daemon, id: &str) -> anyhow::Result<DeviceHealth> {
         .with_context(|| format!("no device {id}"))
 }
 
+/// `target/test-artifacts/<name>/` (created): where tests keep screenshots and prints to look at.
+pub fn artifacts(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = daemon_binary()?
+        .parent()
+        .and_then(Path::parent)
+        .context("no target directory")?
+        .join("test-artifacts")
+        .join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Books `id` for `service` with its slot now: always today (a slot minutes ahead falls on
 /// tomorrow just before midnight, and check-in is then refused as the wrong day) and within
 /// the check-in window.
 pub fn book(daemon: &Daemon, id: &str, service: &str) -> anyhow::Result<()> {
+    book_named(daemon, id, service, None)
+}
+
+/// [`book`] with the visitor's name as personal data.
+pub fn book_named(
+    daemon: &Daemon,
+    id: &str,
+    service: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -359,7 +382,10 @@ pub fn book(daemon: &Daemon, id: &str, service: &str) -> anyhow::Result<()> {
                 slot_start: now,
                 duration_minutes: 15,
                 desk: None,
-                personal: None,
+                personal: name.map(|name| PersonalData {
+                    name: Some(name.to_string()),
+                    note: None,
+                }),
                 status: Default::default(),
             },
         },

@@ -7,7 +7,7 @@
 //!
 //! PNGs are kept in `target/test-artifacts/tickets/` to look at.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use leitsystem::domain::{PrintState, Ticket};
 use leitsystem::plugin_host::DeviceHealth;
 use leitsystem_tests::daemon::{
-    Daemon, book, daemon_binary, device, device_entry, device_line, free_port, request,
+    Daemon, artifacts, book, daemon_binary, device, device_entry, device_line, free_port, request,
     sim_scanner, wait_for, write_config_with_devices,
 };
 use leitsystem_tests::escpos::{
@@ -27,21 +27,11 @@ fn status_url(booking: &str) -> String {
     format!("https://termine.musterstadt.de/status/{booking}")
 }
 
-fn artifacts() -> anyhow::Result<PathBuf> {
-    let dir = daemon_binary()?
-        .parent()
-        .and_then(Path::parent)
-        .context("no target directory")?
-        .join("test-artifacts/tickets");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 #[test]
 fn the_png_preview_shows_the_ticket_and_its_qr_code_decodes_to_the_configured_content()
 -> anyhow::Result<()> {
     require_tool("zbarimg", "zbar-tools")?;
-    let out = artifacts()?;
+    let out = artifacts("tickets")?;
     let cases = [
         ("58", false, status_url("BK-4711-0815-2342")),
         ("80", false, status_url("BK-4711-0815-2342")),
@@ -297,7 +287,7 @@ fn a_tcp_printer_without_native_qr_gets_a_raster_qr_that_decodes() -> anyhow::Re
     let [raster] = job.rasters.as_slice() else {
         bail!("expected one raster image, got {:?}", job.rasters);
     };
-    std::fs::copy(raster, artifacts()?.join("tcp-raster-qr.pgm"))?;
+    std::fs::copy(raster, artifacts("tickets")?.join("tcp-raster-qr.pgm"))?;
     assert_eq!(zbar_decode(raster)?, vec![status_url("BK-2")]);
     Ok(())
 }

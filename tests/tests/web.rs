@@ -11,18 +11,8 @@ use anyhow::Context;
 use leitsystem::domain::{BookingId, BookingInput, Command, DeskId, PersonalData, ServiceId};
 use leitsystem_tests::browser::Browser;
 use leitsystem_tests::daemon::{
-    Daemon, daemon_binary, execute, free_port, wait_for, write_config_with_devices,
+    Daemon, artifacts, execute, free_port, wait_for, write_config_with_devices,
 };
-
-fn artifacts() -> anyhow::Result<PathBuf> {
-    let dir = daemon_binary()?
-        .parent()
-        .and_then(Path::parent)
-        .context("no target directory")?
-        .join("test-artifacts/web");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 /// A daemon with the web server on a free port; `tweak` edits the config text.
 fn start(
@@ -70,7 +60,7 @@ fn a_call_reaches_the_display_within_a_second_at_every_screen_size() -> anyhow::
             desk: DeskId::new("1"),
         },
     )?;
-    let out = artifacts()?;
+    let out = artifacts("web")?;
     for (index, (width, height, name)) in [
         (1920, 1080, "display-1920x1080.png"),
         (1280, 720, "display-1280x720.png"),
@@ -184,7 +174,7 @@ fn names_with_html_are_shown_as_text_and_no_personal_data_reaches_the_display() 
     );
     let (dialogs, errors) = browser.dialogs_and_errors()?;
     assert_eq!((dialogs, errors), (0, Vec::<String>::new()));
-    browser.screenshot(&artifacts()?.join("display-xss.png"))?;
+    browser.screenshot(&artifacts("web")?.join("display-xss.png"))?;
 
     // The display's data, over HTTP and as the page got it, holds nothing personal.
     let api = http_get(&format!("{url}/api/v1/display"))?;
@@ -267,7 +257,7 @@ fn the_page_shows_a_lost_connection_and_recovers_by_itself_after_a_restart() -> 
         browser.eval("document.getElementById('offline').hidden")?,
         false
     );
-    browser.screenshot(&artifacts()?.join("display-connection-lost.png"))?;
+    browser.screenshot(&artifacts("web")?.join("display-connection-lost.png"))?;
 
     let daemon = Daemon::start(&config, &data, &[])?;
     walk_in_and_call(&daemon, "meldung", "2")?;

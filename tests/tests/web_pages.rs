@@ -8,29 +8,17 @@
 //! `target/test-artifacts/web/`.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leitsystem::domain::{BookingId, BookingInput, Command, PersonalData, ServiceId};
 use leitsystem_tests::browser::Browser;
 use leitsystem_tests::daemon::{
-    Daemon, daemon_binary, device_line, execute, free_port, write_config_with_devices,
+    Daemon, artifacts, book_named, daemon_binary, device_line, free_port, write_config_with_devices,
 };
 use serde_json::Value;
 
 /// Passwords of the test users (hashes made by the daemon's own `hash-password`).
 const PASSWORD: &str = "richtig-geheim";
-
-fn artifacts() -> anyhow::Result<PathBuf> {
-    let dir = daemon_binary()?
-        .parent()
-        .and_then(Path::parent)
-        .context("no target directory")?
-        .join("test-artifacts/web");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 fn hash(password: &str) -> anyhow::Result<String> {
     let mut child = std::process::Command::new(daemon_binary()?)
@@ -251,31 +239,6 @@ fn the_api_refuses_anonymous_and_wrong_users_and_rate_limits_logins() -> anyhow:
     Ok(())
 }
 
-fn book(daemon: &Daemon, id: &str, service: &str, name: &str) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    execute(
-        daemon,
-        Command::UpsertBooking {
-            booking: BookingInput {
-                id: BookingId::new(id),
-                version: 1,
-                service: ServiceId::new(service),
-                slot_start: now,
-                duration_minutes: 15,
-                desk: None,
-                personal: Some(PersonalData {
-                    name: Some(name.into()),
-                    note: None,
-                }),
-                status: Default::default(),
-            },
-        },
-    )?;
-    Ok(())
-}
-
 fn log_in_on_page(browser: &mut Browser, name: &str) -> anyhow::Result<()> {
     browser.fill("#login-name", name)?;
     browser.fill("#login-password", PASSWORD)?;
@@ -294,7 +257,7 @@ fn kiosk_clerk_display_and_admin_in_chromium() -> anyhow::Result<()> {
         )
     })?;
     let (url, daemon) = (&site.url, &site.daemon);
-    let out = artifacts()?;
+    let out = artifacts("web")?;
     let mut browser = Browser::start()?;
 
     // The wall display, open all along.
@@ -322,7 +285,7 @@ fn kiosk_clerk_display_and_admin_in_chromium() -> anyhow::Result<()> {
     browser.screenshot(&out.join("kiosk-refused.png"))?;
 
     // An appointment checked in by scan, with HTML in the personal name.
-    book(daemon, "BK-7", "fuehrerschein", evil_name)?;
+    book_named(daemon, "BK-7", "fuehrerschein", Some(evil_name))?;
     device_line(site.scanner, "BK-7")?;
     browser.wait_text("#result-number", "F-001", 3_000)?;
     browser.wait_text("#result-headline", "Willkommen", 1_000)?;

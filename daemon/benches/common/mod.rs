@@ -17,6 +17,20 @@ use std::time::Instant;
 
 use leitsystem::control::ControlClient;
 
+/// A raw sled database with the store's settings (for baselines that measure sled alone).
+#[allow(
+    dead_code,
+    reason = "each benchmark compiles this module; only the store and sync ones use raw sled"
+)]
+pub fn raw_sled_db(dir: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(8 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
+        .open()
+}
+
 /// Writes the demo config without its devices, on `data_dir`, followed by `extra` TOML.
 pub fn write_config(path: &Path, data_dir: &Path, extra: &str) -> std::io::Result<()> {
     let core = leitsystem::config::DEMO_CONFIG

@@ -676,7 +676,6 @@ enum Parsed {
 #[derive(Default)]
 struct ItemResult {
     applied: u64,
-    ignored: u64,
     /// A booking could not be stored (the daemon is stopping or the store failed): this
     /// publish and the ones after it are not acknowledged.
     failed: bool,
@@ -814,10 +813,7 @@ async fn process_batch(
             };
             match result {
                 Ok(executed) => match executed.outcome {
-                    Outcome::BookingIgnored { .. } => {
-                        r.ignored += 1;
-                        ignored += 1;
-                    }
+                    Outcome::BookingIgnored { .. } => ignored += 1,
                     _ => {
                         r.applied += 1;
                         applied += 1;
