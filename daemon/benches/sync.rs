@@ -137,6 +137,8 @@ fn raw_sled(bookings: usize, dir: &std::path::Path) -> Result<Duration, Box<dyn 
                 status: BookingStatus::Booked,
                 desk: None,
                 ticket: None,
+                refusal: None,
+                vouched: false,
             };
             let personal = serde_json::json!({
                 "day": "2026-11-24",

@@ -86,6 +86,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/desks/{desk}/ws", Access::Desk),
     route("POST", "/desks/{desk}/forward", Access::Desk),
     route("POST", "/desks/{desk}/alarm", Access::Desk),
+    route("POST", "/desks/{desk}/resume", Access::Desk),
     route("POST", "/desks/{desk}/{action}", Access::Desk),
     route("GET", "/kiosk/services", Access::Public),
     route("POST", "/kiosk/tickets", Access::Public),
@@ -456,6 +457,26 @@ pub async fn handle(
             let command = Command::Forward {
                 desk: DeskId::new(params[0]),
                 target,
+            };
+            run(&ctx, source, request_id, command).await
+        }
+        "/desks/{desk}/resume" => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Resume {
+                ticket: Option<String>,
+            }
+            let resume: Resume = if body.iter().all(u8::is_ascii_whitespace) {
+                Resume::default()
+            } else {
+                match parse(&body) {
+                    Ok(r) => r,
+                    Err(answer) => return answer,
+                }
+            };
+            let command = Command::ResumeAtDesk {
+                desk: DeskId::new(params[0]),
+                ticket: resume.ticket.map(TicketNumber::new),
             };
             run(&ctx, source, request_id, command).await
         }

@@ -74,6 +74,9 @@ pub struct Policy {
     pub no_show_requeue_delay: Millis,
     /// Total calls before a no-show is final.
     pub max_calls: u32,
+    /// A "next" this soon after the desk's last call repeats the call instead of finishing
+    /// the visitor (0 = off).
+    pub repeat_next_within: Millis,
     /// Days personal data is kept after the appointment's day.
     pub personal_data_retention_days: u32,
 }
@@ -89,6 +92,7 @@ impl Default for Policy {
             named_desk_grace: 10 * MINUTE,
             no_show_requeue_delay: 5 * MINUTE,
             max_calls: 2,
+            repeat_next_within: 5_000,
             personal_data_retention_days: 0,
         }
     }
@@ -135,6 +139,7 @@ impl Catalog {
             named_desk_grace: minutes(&p.named_desk_grace_minutes),
             no_show_requeue_delay: minutes(&p.no_show_requeue_delay_minutes),
             max_calls: u32::try_from(*p.max_calls.get_ref()).unwrap_or(1).max(1),
+            repeat_next_within: *p.repeat_next_within_seconds.get_ref() * 1_000,
             personal_data_retention_days: u32::try_from(*p.personal_data_retention_days.get_ref())
                 .unwrap_or(0),
         };

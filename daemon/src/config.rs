@@ -333,6 +333,10 @@ pub struct PolicyConfig {
     pub no_show_requeue_delay_minutes: Spanned<i64>,
     /// ... until it was called this many times in all (1 = never re-queued).
     pub max_calls: Spanned<i64>,
+    /// A "next" at a desk within this many seconds of its last call repeats that call
+    /// (answers with the called ticket, changes nothing): a bouncing button or a double click
+    /// must not finish a visitor who was never served. 0 turns it off.
+    pub repeat_next_within_seconds: Spanned<i64>,
     /// Personal data is erased this many days after the appointment's day (0 = at the end of
     /// that day).
     pub personal_data_retention_days: Spanned<i64>,
@@ -350,6 +354,7 @@ impl Default for PolicyConfig {
             named_desk_grace_minutes: n(10),
             no_show_requeue_delay_minutes: n(5),
             max_calls: n(2),
+            repeat_next_within_seconds: n(5),
             personal_data_retention_days: n(0),
         }
     }
@@ -766,6 +771,13 @@ fn validate(config: &Config) -> Vec<Problem> {
         &mut out,
     );
     check_range("max_calls", &p.max_calls, 1, 10, &mut out);
+    check_range(
+        "repeat_next_within_seconds",
+        &p.repeat_next_within_seconds,
+        0,
+        600,
+        &mut out,
+    );
     check_range(
         "personal_data_retention_days",
         &p.personal_data_retention_days,

@@ -116,6 +116,9 @@ pub const FEED_CATCH_UP_READ: u32 = 256;
 pub struct EngineHandle {
     tx: mpsc::Sender<EngineMessage>,
     events: tokio::sync::broadcast::Sender<Arc<EventRecord>>,
+    /// Seq of the newest durable event (0 before the first), set by the engine thread after
+    /// each commit, before the commit's events are broadcast.
+    last_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EngineHandle {
@@ -123,6 +126,11 @@ impl EngineHandle {
     /// displays, later the web and MQTT).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<EventRecord>> {
         self.events.subscribe()
+    }
+
+    /// Seq of the newest durable event (0 while the log is empty).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every committed event from now on, in order and without gaps (see [`EventFeed`]).
@@ -134,6 +142,8 @@ impl EngineHandle {
             backlog: std::collections::VecDeque::new(),
             behind: false,
             missed_at_start: 0,
+            batch: Vec::new(),
+            batch_deadline: None,
         }
     }
 
@@ -246,25 +256,40 @@ pub struct EventFeed {
     behind: bool,
     /// Records dropped before the first one was handed out.
     missed_at_start: u64,
+    /// The batch [`EventFeed::recv_batch`] is filling. It lives here, not in the future, so
+    /// that a `recv_batch` cancelled by a `select!` loses nothing: the next call goes on
+    /// filling it.
+    batch: Vec<Arc<EventRecord>>,
+    /// When the batch being filled is handed out at the latest.
+    batch_deadline: Option<tokio::time::Instant>,
 }
 
 impl EventFeed {
     /// The next events, at least one and at most `max`: waits for the first, then up to
     /// `linger` for more (a commit's events arrive one by one), taking what is ready. `None`
     /// once the engine has stopped.
+    ///
+    /// Cancel-safe: records taken before a cancellation stay in the feed's batch and are
+    /// handed out by the next call (with the deadline of the first call), never dropped.
     pub async fn recv_batch(
         &mut self,
         max: usize,
         linger: Duration,
     ) -> Option<Vec<Arc<EventRecord>>> {
-        let first = self.recv().await?;
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
+        if self.batch.is_empty() {
+            let first = self.recv().await?;
+            // No await between receiving and keeping it.
+            self.batch.push(first);
+            self.batch_deadline = Some(tokio::time::Instant::now() + linger);
+        }
+        let deadline = *self
+            .batch_deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + linger);
+        while self.batch.len() < max {
             if let Some(record) = self.backlog.pop_front() {
                 if self.next.is_none_or(|next| record.seq >= next) {
                     self.next = Some(record.seq + 1);
-                    batch.push(Arc::new(record));
+                    self.batch.push(Arc::new(record));
                 }
                 continue;
             }
@@ -274,7 +299,7 @@ impl EventFeed {
             match self.committed.try_recv() {
                 Ok(record) if Some(record.seq) == self.next => {
                     self.next = Some(record.seq + 1);
-                    batch.push(record);
+                    self.batch.push(record);
                 }
                 Ok(record) if self.next.is_some_and(|next| record.seq < next) => {}
                 Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
@@ -283,11 +308,13 @@ impl EventFeed {
                     break;
                 }
                 Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
-                    // Nothing ready: wait for the next one until the deadline.
+                    // Nothing ready: wait for the next one until the deadline. Receiving
+                    // from a broadcast is cancel-safe, and a record is kept as soon as it
+                    // arrives.
                     match tokio::time::timeout_at(deadline, self.committed.recv()).await {
                         Ok(Ok(record)) if Some(record.seq) == self.next => {
                             self.next = Some(record.seq + 1);
-                            batch.push(record);
+                            self.batch.push(record);
                         }
                         Ok(Ok(record)) if self.next.is_some_and(|next| record.seq < next) => {}
                         Ok(Ok(_))
@@ -301,7 +328,8 @@ impl EventFeed {
                 Err(_) => break,
             }
         }
-        Some(batch)
+        self.batch_deadline = None;
+        Some(std::mem::take(&mut self.batch))
     }
 
     /// The next event; `None` once the engine has stopped.
@@ -389,19 +417,28 @@ pub fn spawn_engine(
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let (events, _) = tokio::sync::broadcast::channel(EVENT_BROADCAST_CAPACITY);
     let committed = events.clone();
+    let last_seq = Arc::new(std::sync::atomic::AtomicU64::new(engine.state().last_seq));
+    let durable_seq = last_seq.clone();
     let thread = std::thread::Builder::new()
         .name("engine".to_string())
         .spawn(move || {
             let on_panic = fatal.clone();
             let run = std::panic::AssertUnwindSafe(|| {
-                engine_loop(engine, store, clock, rx, fatal, committed)
+                engine_loop(engine, store, clock, rx, fatal, committed, durable_seq)
             });
             if std::panic::catch_unwind(run).is_err() {
                 tracing::error!("the engine thread panicked; stopping");
                 on_panic.cancel();
             }
         })?;
-    Ok((EngineHandle { tx, events }, thread))
+    Ok((
+        EngineHandle {
+            tx,
+            events,
+            last_seq,
+        },
+        thread,
+    ))
 }
 
 fn engine_loop(
@@ -411,6 +448,7 @@ fn engine_loop(
     mut rx: mpsc::Receiver<EngineMessage>,
     fatal: CancellationToken,
     committed: tokio::sync::broadcast::Sender<Arc<EventRecord>>,
+    durable_seq: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     let mut witnessed = (engine.state().last_seq, std::time::Instant::now());
@@ -467,6 +505,10 @@ fn engine_loop(
                 fatal.cancel();
                 return;
             } else {
+                durable_seq.store(
+                    engine.state().last_seq,
+                    std::sync::atomic::Ordering::Release,
+                );
                 for record in pending.records {
                     // No subscriber is fine; they only derive outputs.
                     let _ = committed.send(Arc::new(record));

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
@@ -186,20 +186,20 @@ pub fn spawn_feed(
     shutdown: CancellationToken,
 ) -> watch::Receiver<Arc<PublicDisplay>> {
     let (tx, rx) = watch::channel(Arc::new(PublicDisplay::default()));
-    let committed = engine.subscribe();
-    tracker.spawn(feed(committed, engine, catalog, tx, shutdown));
+    tracker.spawn(feed(engine, catalog, tx, shutdown));
     rx
 }
 
+/// Most events folded into one display update.
+const DISPLAY_BURST: usize = 512;
+
 async fn feed(
-    mut committed: broadcast::Receiver<Arc<EventRecord>>,
     engine: EngineHandle,
     catalog: Arc<Catalog>,
     tx: watch::Sender<Arc<PublicDisplay>>,
     shutdown: CancellationToken,
 ) {
     let mut calls = DisplayState::default();
-    // `committed` was subscribed before this read; what the read covers is skipped below.
     let seeded_up_to = engine.state_view().await.map_or(0, |view| view.last_seq);
     let from = seeded_up_to.saturating_sub(DISPLAY_REPLAY).max(1);
     match engine.events(from, DISPLAY_REPLAY as u32 + 1).await {
@@ -213,39 +213,23 @@ async fn feed(
     let _ = tx.send(Arc::new(
         snapshot(&engine, &catalog, &calls, seeded_up_to).await,
     ));
+    // Every event after the seed, without gaps: a call committed during a bulk booking sync
+    // (thousands of events at once, more than the broadcast holds) still reaches the wall
+    // display. Before, lagged events were skipped and such a call never showed.
+    let mut committed = engine.feed_from(seeded_up_to + 1);
     loop {
-        let first = tokio::select! {
+        let burst = tokio::select! {
             _ = shutdown.cancelled() => return,
-            record = committed.recv() => record,
+            burst = committed.recv_batch(DISPLAY_BURST, std::time::Duration::ZERO) => burst,
+        };
+        let Some(burst) = burst else {
+            return;
         };
         let mut changed = false;
         let mut last_seq = seeded_up_to;
-        let mut handle =
-            |record: Result<Arc<EventRecord>, broadcast::error::RecvError>| match record {
-                Ok(r) if r.seq <= seeded_up_to => {}
-                Ok(r) => {
-                    last_seq = r.seq;
-                    changed |= calls.apply(&r, &catalog) | moves_queues(&r.event);
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "the display fell behind the event log");
-                    changed = true;
-                }
-                Err(broadcast::error::RecvError::Closed) => {}
-            };
-        if matches!(first, Err(broadcast::error::RecvError::Closed)) {
-            return;
-        }
-        handle(first);
-        // Fold a burst into one update.
-        loop {
-            match committed.try_recv() {
-                Ok(r) => handle(Ok(r)),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    handle(Err(broadcast::error::RecvError::Lagged(n)))
-                }
-                Err(_) => break,
-            }
+        for record in &burst {
+            last_seq = record.seq;
+            changed |= calls.apply(record, &catalog) | moves_queues(&record.event);
         }
         if changed {
             let next = snapshot(&engine, &catalog, &calls, last_seq).await;

@@ -272,6 +272,12 @@ pub enum BookingStatus {
     /// The website deleted it (e.g. made in error); its personal data is erased at once. Kept
     /// as a tombstone with its version, so an older change arriving late cannot revive it.
     Deleted,
+    /// Booked at the website, but this appliance cannot take it (a service or desk it does not
+    /// have, a desk that does not serve the service, a field outside the contract): kept with
+    /// its version and the reason, so the day still matches the website's digest and the
+    /// refusal is not repeated for every message; never checked in. A newer version replaces
+    /// it.
+    Refused,
 }
 
 /// A booking as the queue sees it. Personal data is kept apart (see [`PersonalData`]) so it
@@ -294,6 +300,13 @@ pub struct Booking {
     pub desk: Option<DeskId>,
     /// The ticket issued at check-in, once checked in.
     pub ticket: Option<TicketNumber>,
+    /// Why the appliance refused it ([`BookingStatus::Refused`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Stored from a signed check-in code before the website's booking arrived: the website's
+    /// booking of the same version replaces it (with its duration, desk and personal data).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vouched: bool,
 }
 
 /// Minimal personal data for the clerk only; stored apart from the event log and purged after
@@ -346,6 +359,10 @@ pub struct BookingInput {
     /// Booked (the default), cancelled or deleted.
     #[serde(default)]
     pub status: BookingStatus,
+    /// Set by the sync's contract layer for a booking it cannot accept as sent but can count
+    /// (id and version readable): the engine stores it as [`BookingStatus::Refused`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// Everything any input can ask the queue engine to do. One way in: scanner, buttons, web,
@@ -428,6 +445,16 @@ pub enum Command {
         /// The parked ticket.
         ticket: TicketNumber,
     },
+    /// Put the desk's longest-parked ticket back in line for it (a button box or a console
+    /// that does not name the ticket); the desk's next "next" calls it.
+    ResumeAtDesk {
+        /// The desk that parked it.
+        desk: DeskId,
+        /// This one of the desk's parked tickets (refused if it is not parked there); the
+        /// longest-parked one when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<TicketNumber>,
+    },
     /// Change a waiting ticket's priority.
     SetPriority {
         /// The ticket.
@@ -506,6 +533,7 @@ impl Command {
             Command::Forward { .. } => "forward",
             Command::Park { .. } => "park",
             Command::Resume { .. } => "resume",
+            Command::ResumeAtDesk { .. } => "resume_at_desk",
             Command::SetPriority { .. } => "set_priority",
             Command::OpenDesk { .. } => "open_desk",
             Command::PauseDesk { .. } => "pause_desk",
@@ -780,6 +808,16 @@ pub enum Outcome {
         /// Its version now.
         version: u64,
     },
+    /// A booking the appliance cannot take was stored as refused (counted in its day's
+    /// digest, never checked in).
+    BookingRefused {
+        /// The booking.
+        booking: BookingId,
+        /// Its version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
     /// A booking change was older than or equal to what is stored; nothing changed.
     BookingIgnored {
         /// The booking.
@@ -876,6 +914,12 @@ pub enum CommandError {
         /// The desk.
         desk: DeskId,
     },
+    /// The desk has no parked visitor to resume.
+    #[error("no parked visitor at desk '{desk}'")]
+    NothingParked {
+        /// The desk.
+        desk: DeskId,
+    },
     /// The desk does not serve the ticket's service.
     #[error("desk '{desk}' does not serve '{service}'")]
     ServiceNotServed {
@@ -895,6 +939,14 @@ pub enum CommandError {
     BookingDeleted {
         /// The booking.
         booking: BookingId,
+    },
+    /// The appliance refused the booking when it arrived (see [`BookingStatus::Refused`]).
+    #[error("booking '{booking}' was not accepted by this appliance: {reason}")]
+    BookingNotAccepted {
+        /// The booking.
+        booking: BookingId,
+        /// Why it was refused.
+        reason: String,
     },
     /// The booking already has a ticket.
     #[error("booking '{booking}' is already checked in with ticket {ticket}")]
@@ -969,8 +1021,10 @@ impl CommandError {
             CommandError::DeskBusy { .. } => "desk_busy",
             CommandError::WrongTicketState { .. } => "wrong_ticket_state",
             CommandError::NothingWaiting { .. } => "nothing_waiting",
+            CommandError::NothingParked { .. } => "nothing_parked",
             CommandError::ServiceNotServed { .. } => "service_not_served",
             CommandError::BookingCancelled { .. } => "booking_cancelled",
+            CommandError::BookingNotAccepted { .. } => "booking_not_accepted",
             CommandError::BookingDeleted { .. } => "booking_deleted",
             CommandError::AlreadyCheckedIn { .. } => "already_checked_in",
             CommandError::WrongDay { .. } => "wrong_day",

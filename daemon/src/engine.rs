@@ -800,6 +800,25 @@ impl Engine {
         Ok(ticket)
     }
 
+    /// A "next" within [`Policy::repeat_next_within`] of the desk's last call (the visitor is
+    /// still only called, not served): the same press again, from a bouncing contact or a
+    /// double click. It answers with that call and changes nothing, so nobody is finished
+    /// unserved and no one-second "service" enters the wait estimates.
+    fn repeated_call(&self, desk: &DeskId, now: Millis) -> Result<Option<Outcome>, CommandError> {
+        let window = self.catalog.policy.repeat_next_within;
+        let Some(current) = &self.desk_state(desk)?.current else {
+            return Ok(None);
+        };
+        let t = self.ticket(current)?;
+        let recent = matches!(t.state, TicketState::Called { .. })
+            && t.called_at.is_some_and(|at| now >= at && now - at < window);
+        Ok(recent.then(|| Outcome::Called {
+            ticket: t.number.clone(),
+            desk: desk.clone(),
+            finished: None,
+        }))
+    }
+
     fn require_open(&self, desk: &DeskId) -> Result<&DeskState, CommandError> {
         let state = self.desk_state(desk)?;
         if state.mode != DeskMode::Open {
@@ -856,6 +875,8 @@ impl Engine {
                     status: BookingStatus::Booked,
                     desk: stored.and_then(|b| b.desk.clone()),
                     ticket: stored.and_then(|b| b.ticket.clone()),
+                    refusal: None,
+                    vouched: true,
                 };
                 let mut decided = self.decide_check_in_of(&vouched, now)?;
                 decided.events.insert(
@@ -869,6 +890,9 @@ impl Engine {
             }
             Command::CallNext { desk } => {
                 self.require_open(desk)?;
+                if let Some(repeated) = self.repeated_call(desk, now)? {
+                    return Ok(Decided::outcome(repeated));
+                }
                 let mut events = Vec::new();
                 let mut finished = None;
                 if let Some(current) = &self.desk_state(desk)?.current {
@@ -1047,6 +1071,37 @@ impl Engine {
                     TicketState::Parked { desk: desk.clone() },
                 ))
             }
+            Command::ResumeAtDesk { desk, ticket } => {
+                self.desk(desk)?;
+                let parked_here =
+                    |t: &&Ticket| matches!(&t.state, TicketState::Parked { desk: d } if d == desk);
+                let parked = match ticket {
+                    Some(number) => {
+                        let t = self.ticket(number)?;
+                        if !parked_here(&t) {
+                            return Err(wrong_state(
+                                t,
+                                "resume",
+                                &format!("parked at desk {desk}"),
+                            ));
+                        }
+                        t
+                    }
+                    None => self
+                        .state
+                        .tickets
+                        .values()
+                        .filter(parked_here)
+                        .min_by_key(|t| (t.called_at, t.sequence))
+                        .ok_or_else(|| CommandError::NothingParked { desk: desk.clone() })?,
+                };
+                self.decide(
+                    &Command::Resume {
+                        ticket: parked.number.clone(),
+                    },
+                    now,
+                )
+            }
             Command::Resume { ticket } => {
                 let t = self.ticket(ticket)?;
                 let TicketState::Parked { desk } = &t.state else {
@@ -1224,6 +1279,12 @@ impl Engine {
                     booking: id.clone(),
                 });
             }
+            BookingStatus::Refused => {
+                return Err(CommandError::BookingNotAccepted {
+                    booking: id.clone(),
+                    reason: booking.refusal.clone().unwrap_or_default(),
+                });
+            }
             BookingStatus::Booked => {}
         }
         if let Some(ticket) = &booking.ticket {
@@ -1298,25 +1359,8 @@ impl Engine {
             booking: input.id.clone(),
             reason: reason.to_string(),
         };
-        if input.id.as_str().is_empty() || input.id.as_str().len() > 128 {
+        if input.id.as_str().is_empty() || input.id.as_str().chars().count() > 128 {
             return Err(invalid("the id must have 1 to 128 characters"));
-        }
-        if !self.catalog.services.contains_key(&input.service) {
-            return Err(CommandError::UnknownService {
-                service: input.service.clone(),
-            });
-        }
-        if input.duration_minutes == 0 || input.duration_minutes > 480 {
-            return Err(invalid("duration must be 1 to 480 minutes"));
-        }
-        if let Some(desk) = &input.desk {
-            let d = self.desk(desk)?;
-            if !d.serves(&input.service) {
-                return Err(CommandError::ServiceNotServed {
-                    desk: desk.clone(),
-                    service: input.service.clone(),
-                });
-            }
         }
         let calendar = &self.catalog.calendar;
         let today = self.state.day.unwrap_or_else(|| calendar.day_of(now));
@@ -1327,51 +1371,105 @@ impl Engine {
         if input.slot_start > calendar.start_of_day(today) + 400 * 24 * 60 * MINUTE {
             return Err(invalid("the slot lies more than a year ahead"));
         }
-        if let Some(personal) = &input.personal {
-            let too_long = |f: &Option<String>| f.as_ref().is_some_and(|s| s.len() > 1_000);
-            if too_long(&personal.name) || too_long(&personal.note) {
-                return Err(invalid("personal data fields are limited to 1000 bytes"));
-            }
-        }
         let existing = self.state.bookings.get(&input.id);
         if let Some(existing) = existing {
-            if input.version <= existing.version {
+            // A booking vouched for by a signed code is replaced by the website's own of the
+            // same version (it brings the duration, the desk and the personal data).
+            let replaces_vouched = existing.vouched && input.version == existing.version;
+            if input.version <= existing.version && !replaces_vouched {
                 return Ok(Decided::outcome(Outcome::BookingIgnored {
                     booking: input.id.clone(),
                     stored_version: existing.version,
                 }));
             }
         }
-        // Cancelled and deleted bookings keep no personal data; a deletion erases what was stored.
+        // What this appliance cannot take is stored as refused, with its version, so the
+        // day's count and digest still match the website's and the next message does not
+        // refuse it again. Cancelled and deleted bookings are stored whatever they name:
+        // nobody is served for them.
+        let refusal = match (&input.refusal, input.status) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, BookingStatus::Booked | BookingStatus::Refused) => {
+                self.booking_refusal(input).err()
+            }
+            (None, _) => None,
+        };
+        let status = match &refusal {
+            Some(_) => BookingStatus::Refused,
+            None => input.status,
+        };
+        // Cancelled, deleted and refused bookings keep no personal data; a deletion erases
+        // what was stored.
         let personal = input
             .personal
             .clone()
-            .filter(|p| !p.is_empty() && input.status == BookingStatus::Booked);
+            .filter(|p| !p.is_empty() && status == BookingStatus::Booked);
         let booking = Booking {
             id: input.id.clone(),
             version: input.version,
             service: input.service.clone(),
             slot_start: input.slot_start,
             duration_minutes: input.duration_minutes,
-            status: input.status,
+            status,
             desk: input.desk.clone(),
             ticket: existing.and_then(|b| b.ticket.clone()),
+            refusal: refusal.clone(),
+            vouched: false,
+        };
+        let outcome = match refusal {
+            Some(reason) => Outcome::BookingRefused {
+                booking: input.id.clone(),
+                version: input.version,
+                reason,
+            },
+            None => Outcome::BookingApplied {
+                booking: input.id.clone(),
+                version: input.version,
+            },
         };
         let mut decided = Decided::events(
             vec![Event::BookingUpserted {
                 booking,
                 has_personal_data: personal.is_some(),
             }],
-            Outcome::BookingApplied {
-                booking: input.id.clone(),
-                version: input.version,
-            },
+            outcome,
         );
         decided.personal = personal.map(|p| (input.id.clone(), day, p));
-        if input.status != BookingStatus::Booked {
+        if status != BookingStatus::Booked {
             decided.erase_personal = Some(input.id.clone());
         }
         Ok(decided)
+    }
+
+    /// Why this appliance cannot serve a booked appointment, if it cannot.
+    fn booking_refusal(&self, input: &BookingInput) -> Result<(), String> {
+        if !self.catalog.services.contains_key(&input.service) {
+            return Err(CommandError::UnknownService {
+                service: input.service.clone(),
+            }
+            .to_string());
+        }
+        if input.duration_minutes == 0 || input.duration_minutes > 480 {
+            return Err("duration must be 1 to 480 minutes".to_string());
+        }
+        if let Some(desk) = &input.desk {
+            let d = self.desk(desk).map_err(|e| e.to_string())?;
+            if !d.serves(&input.service) {
+                return Err(CommandError::ServiceNotServed {
+                    desk: desk.clone(),
+                    service: input.service.clone(),
+                }
+                .to_string());
+            }
+        }
+        if let Some(personal) = &input.personal {
+            let too_long =
+                |f: &Option<String>| f.as_ref().is_some_and(|s| s.chars().count() > 1_000);
+            if too_long(&personal.name) || too_long(&personal.note) {
+                return Err("personal data fields are limited to 1000 characters".to_string());
+            }
+        }
+        Ok(())
     }
 
     fn new_ticket(

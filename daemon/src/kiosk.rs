@@ -64,7 +64,7 @@ pub fn refusal_text(code: &str) -> (Bilingual, Bilingual) {
         "Please ask at the reception desk.",
     );
     let (reason, advice) = match code {
-        "unknown_booking" => (
+        "unknown_booking" | "booking_not_accepted" => (
             (
                 "Diesen Termin kennen wir nicht.",
                 "We cannot find this appointment.",

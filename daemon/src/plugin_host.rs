@@ -836,6 +836,7 @@ fn button_command(action: ButtonAction, desk: DeskId) -> Command {
         ButtonAction::Finish => Command::Finish { desk },
         ButtonAction::NoShow => Command::NoShow { desk },
         ButtonAction::Park => Command::Park { desk },
+        ButtonAction::Resume => Command::ResumeAtDesk { desk, ticket: None },
         ButtonAction::Open => Command::OpenDesk { desk },
         ButtonAction::Pause => Command::PauseDesk { desk },
         ButtonAction::Close => Command::CloseDesk { desk },

@@ -7,8 +7,8 @@ use common::{Sim, local_instant};
 use leitsystem::clock::MINUTE;
 use leitsystem::config::LateArrival;
 use leitsystem::domain::{
-    BookingId, Command, CommandError, DeskId, ForwardTarget, Outcome, ServiceId, TicketNumber,
-    TicketState,
+    BookingId, BookingInput, BookingStatus, Command, CommandError, DeskId, ForwardTarget, Outcome,
+    PersonalData, ServiceId, TicketNumber, TicketState,
 };
 
 #[test]
@@ -754,4 +754,267 @@ fn a_signed_token_checks_in_before_the_booking_arrived_and_only_once() {
     ));
     assert!(!sim.state().bookings.contains_key(&BookingId::new("t3")));
     assert!(!sim.state().bookings.contains_key(&BookingId::new("t4")));
+}
+
+/// Regression: a second "next" a second after the first (a bouncing button, a double click)
+/// finished the called visitor unserved, called the one after, and pulled the wait estimate
+/// down with a one-second "service".
+#[test]
+fn a_second_next_within_the_window_repeats_the_call_and_serves_nobody_away() {
+    let mut sim = Sim::with_policy(|p| p.repeat_next_within = 5_000);
+    sim.open("1");
+    sim.at("09:00");
+    let first = sim.walk_in("ausweis");
+    let second = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), first);
+    let seq = sim.engine.state().last_seq;
+    sim.now += 1_000;
+    assert_eq!(sim.next("1"), first, "the second press repeats the call");
+    assert_eq!(
+        sim.engine.state().last_seq,
+        seq,
+        "the repeat changes nothing"
+    );
+    assert_eq!(
+        sim.ticket(&first).state,
+        TicketState::Called {
+            desk: DeskId::new("1")
+        }
+    );
+    assert_eq!(sim.ticket(&second).state, TicketState::Waiting);
+    let served = |sim: &Sim| {
+        sim.engine
+            .state()
+            .stats
+            .get(&ServiceId::new("ausweis"))
+            .map_or(0, |s| s.served_today)
+    };
+    assert_eq!(served(&sim), 0, "no one-second service in the statistics");
+    // The visitor can still be recalled and served.
+    sim.ok(Command::Recall {
+        desk: DeskId::new("1"),
+    });
+    // Once the window has passed (counted from the recall), "next" finishes and calls on.
+    sim.now += 5_000;
+    assert_eq!(sim.next("1"), second);
+    assert_eq!(sim.ticket(&first).state, TicketState::Done);
+}
+
+#[test]
+fn next_after_the_service_started_is_never_a_repeat() {
+    let mut sim = Sim::with_policy(|p| p.repeat_next_within = 5_000);
+    sim.open("1");
+    let first = sim.walk_in("ausweis");
+    let second = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), first);
+    sim.ok(Command::StartService {
+        desk: DeskId::new("1"),
+    });
+    sim.now += 1_000;
+    assert_eq!(sim.next("1"), second);
+    assert_eq!(sim.ticket(&first).state, TicketState::Done);
+}
+
+#[test]
+fn with_the_window_off_a_quick_second_next_finishes_and_calls_on() {
+    let mut sim = Sim::with_policy(|p| p.repeat_next_within = 0);
+    sim.open("1");
+    let first = sim.walk_in("ausweis");
+    let second = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), first);
+    assert_eq!(sim.next("1"), second);
+}
+
+#[test]
+fn resume_at_a_desk_takes_its_longest_parked_visitor_back_and_next_calls_them() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.open("2");
+    let desk = DeskId::new("1");
+    let park = |sim: &mut Sim| {
+        sim.ok(Command::StartService { desk: desk.clone() });
+        sim.ok(Command::Park { desk: desk.clone() });
+    };
+    assert!(matches!(
+        sim.run(Command::ResumeAtDesk {
+            desk: desk.clone(),
+            ticket: None
+        }),
+        Err(CommandError::NothingParked { .. })
+    ));
+    let first = sim.walk_in("ausweis");
+    let second = sim.walk_in("ausweis");
+    let other = sim.walk_in("ausweis");
+    sim.at("09:00");
+    assert_eq!(sim.next("1"), first);
+    park(&mut sim);
+    sim.at("09:05");
+    assert_eq!(sim.next("1"), second);
+    park(&mut sim);
+    // Desk 2 cannot resume desk 1's visitors.
+    assert!(
+        sim.run(Command::ResumeAtDesk {
+            desk: DeskId::new("2"),
+            ticket: Some(TicketNumber::new(&second)),
+        })
+        .is_err()
+    );
+    sim.ok(Command::ResumeAtDesk {
+        desk: desk.clone(),
+        ticket: None,
+    });
+    assert_eq!(sim.ticket(&first).state, TicketState::Waiting);
+    assert_eq!(
+        sim.ticket(&second).state,
+        TicketState::Parked { desk: desk.clone() }
+    );
+    assert_eq!(
+        sim.next("1"),
+        first,
+        "the resumed visitor goes before the line"
+    );
+    sim.ok(Command::ResumeAtDesk {
+        desk: desk.clone(),
+        ticket: Some(TicketNumber::new(&second)),
+    });
+    sim.at("09:10");
+    assert_eq!(sim.next("1"), second);
+    assert_eq!(sim.next("1"), other);
+}
+
+fn booking_input(
+    id: &str,
+    version: u64,
+    service: &str,
+    slot: i64,
+    desk: Option<&str>,
+) -> BookingInput {
+    BookingInput {
+        id: BookingId::new(id),
+        version,
+        service: ServiceId::new(service),
+        slot_start: slot,
+        duration_minutes: 20,
+        desk: desk.map(DeskId::new),
+        personal: Some(PersonalData {
+            name: Some("Erika Mustermann".into()),
+            note: None,
+        }),
+        status: BookingStatus::Booked,
+        refusal: None,
+    }
+}
+
+/// Regression: a booking the appliance refused (a desk that does not serve its service) was
+/// not stored, so its day's digest never matched the website's again and every later
+/// message re-fetched and refused it; even its deletion was refused.
+#[test]
+fn a_booking_the_appliance_cannot_take_is_stored_as_refused_counted_and_replaceable() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:00");
+    let slot = sim.local("09:30");
+    // Desk 3 serves meldung and fuehrerschein, not ausweis.
+    let bad = booking_input("r1", 1, "ausweis", slot, Some("3"));
+    match sim.run(Command::UpsertBooking {
+        booking: bad.clone(),
+    }) {
+        Ok(Outcome::BookingRefused {
+            version: 1, reason, ..
+        }) => {
+            assert!(reason.contains("does not serve"), "{reason}")
+        }
+        other => panic!("answered {other:?}"),
+    }
+    let stored = sim.state().bookings[&BookingId::new("r1")].clone();
+    assert_eq!(stored.status, BookingStatus::Refused);
+    // Counted in the day's digest exactly as the website counts it.
+    let day = sim.engine.catalog().calendar.day_of(slot);
+    let (count, digest) = leitsystem::sync::contract::day_digest([("r1", 1)]);
+    assert_eq!(
+        sim.engine.booking_days(None).get(&day),
+        Some(&(count, digest))
+    );
+    // The same version again changes nothing (no second refusal).
+    assert!(matches!(
+        sim.run(Command::UpsertBooking {
+            booking: bad.clone()
+        }),
+        Ok(Outcome::BookingIgnored { .. })
+    ));
+    // It cannot be checked in, with a reason.
+    sim.at("09:20");
+    assert!(matches!(
+        sim.check_in("r1"),
+        Err(CommandError::BookingNotAccepted { .. })
+    ));
+    // A corrected version replaces it and checks in; an unknown service is refused the same way.
+    let good = booking_input("r1", 2, "ausweis", slot, Some("1"));
+    assert!(matches!(
+        sim.run(Command::UpsertBooking { booking: good }),
+        Ok(Outcome::BookingApplied { version: 2, .. })
+    ));
+    sim.checked_in("r1");
+    assert!(matches!(
+        sim.run(Command::UpsertBooking {
+            booking: booking_input("r2", 1, "no-such-service", slot, None)
+        }),
+        Ok(Outcome::BookingRefused { .. })
+    ));
+    // Its deletion is taken, whatever it names.
+    let mut deleted = booking_input("r2", 2, "no-such-service", slot, None);
+    deleted.status = BookingStatus::Deleted;
+    assert!(matches!(
+        sim.run(Command::UpsertBooking { booking: deleted }),
+        Ok(Outcome::BookingApplied { version: 2, .. })
+    ));
+    assert_eq!(
+        sim.state().bookings[&BookingId::new("r2")].status,
+        BookingStatus::Deleted
+    );
+}
+
+/// Regression: after a check-in with a signed code (before the booking arrived), the website's
+/// booking of the same version was ignored: no name for the evacuation list, no desk, the
+/// token's default duration.
+#[test]
+fn the_websites_booking_replaces_the_one_a_signed_code_vouched_for() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.at("09:20");
+    let slot = sim.local("09:30");
+    let ticket = match sim.run(Command::CheckInWithToken {
+        booking: BookingId::new("t1"),
+        service: ServiceId::new("ausweis"),
+        slot_start: slot,
+        version: 3,
+    }) {
+        Ok(Outcome::TicketIssued { ticket, .. }) => ticket,
+        other => panic!("token check-in answered {other:?}"),
+    };
+    assert!(sim.state().bookings[&BookingId::new("t1")].vouched);
+    let website = booking_input("t1", 3, "ausweis", slot, Some("1"));
+    assert!(matches!(
+        sim.run(Command::UpsertBooking {
+            booking: website.clone()
+        }),
+        Ok(Outcome::BookingApplied { version: 3, .. })
+    ));
+    let stored = &sim.state().bookings[&BookingId::new("t1")];
+    assert!(!stored.vouched);
+    assert_eq!(stored.duration_minutes, 20);
+    assert_eq!(stored.desk, Some(DeskId::new("1")));
+    assert_eq!(stored.ticket.as_ref(), Some(&ticket), "the check-in stays");
+    let personal = sim.commits.last().and_then(|c| c.personal.first().cloned());
+    assert!(
+        personal.is_some_and(
+            |(id, _, p)| id.as_str() == "t1" && p.name.as_deref() == Some("Erika Mustermann")
+        ),
+        "the name is stored for the evacuation list"
+    );
+    // Once it is the website's, the same version again is a repeat.
+    assert!(matches!(
+        sim.run(Command::UpsertBooking { booking: website }),
+        Ok(Outcome::BookingIgnored { .. })
+    ));
 }

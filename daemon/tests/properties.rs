@@ -145,6 +145,7 @@ fn command(op: &Op, state: &State, now: Millis) -> Command {
                 desk: d.map(desk),
                 personal: None,
                 status: Default::default(),
+                refusal: None,
             },
         },
         Op::Cancel { id, version } => Command::CancelBooking {

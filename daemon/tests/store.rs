@@ -31,6 +31,7 @@ fn book_with_name(sim: &mut Sim, id: &str, day: &str, name: &str) {
                 note: Some("needs a wheelchair-accessible desk".to_string()),
             }),
             status: Default::default(),
+            refusal: None,
         },
     });
 }
@@ -120,6 +121,7 @@ fn a_deleted_booking_loses_its_personal_data_at_once_and_cannot_be_revived_by_an
             desk: None,
             personal: None,
             status: leitsystem::domain::BookingStatus::Deleted,
+            refusal: None,
         },
     };
     sim.ok(delete(3));
@@ -136,6 +138,7 @@ fn a_deleted_booking_loses_its_personal_data_at_once_and_cannot_be_revived_by_an
             booking: BookingInput {
                 version: 2,
                 status: Default::default(),
+                refusal: None,
                 ..match delete(0) {
                     Command::UpsertBooking { booking } => booking,
                     _ => unreachable!(),

@@ -37,8 +37,16 @@
       tr.appendChild(el("td", "num", q.waiting > 0 ? "≈ " + q.wait_minutes + " min" : "–"));
       return tr;
     }));
-    byId("parked").textContent = view.parked.length
-      ? "Geparkt · Parked: " + view.parked.join(", ") : "";
+    // Parked visitors of this desk, each with a button that puts them back in line here
+    // (the next "Next" calls them).
+    byId("parked").replaceChildren(...(view.parked.length
+      ? [el("span", null, "Geparkt · Parked: "), ...view.parked.map((number) => {
+        const button = el("button", "resume", "▶ " + number + " fortsetzen · resume");
+        button.dataset.ticket = number;
+        button.addEventListener("click", () => act("/resume", { ticket: number }));
+        return button;
+      })]
+      : []));
     const select = byId("forward-target");
     if (!select.options.length) {
       view.forward.services.forEach((s) => {

@@ -80,6 +80,8 @@ pub enum ButtonAction {
     NoShow,
     /// Set the visitor aside.
     Park,
+    /// Put the desk's longest-parked visitor back in line (the next "next" calls them).
+    Resume,
     /// Open the desk.
     Open,
     /// Pause the desk.

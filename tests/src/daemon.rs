@@ -387,6 +387,7 @@ pub fn book_named(
                     note: None,
                 }),
                 status: Default::default(),
+                refusal: None,
             },
         },
     )?;
@@ -420,4 +421,20 @@ pub fn device_line(port: u16, line: &str) -> anyhow::Result<String> {
     let mut answer = String::new();
     std::io::BufReader::new(stream).read_line(&mut answer)?;
     Ok(answer.trim().to_string())
+}
+
+/// A plain HTTP/1.1 GET on loopback; the whole response, headers included.
+pub fn http_get(url: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http only")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }

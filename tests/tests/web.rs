@@ -11,7 +11,7 @@ use anyhow::Context;
 use leitsystem::domain::{BookingId, BookingInput, Command, DeskId, PersonalData, ServiceId};
 use leitsystem_tests::browser::Browser;
 use leitsystem_tests::daemon::{
-    Daemon, artifacts, execute, free_port, wait_for, write_config_with_devices,
+    Daemon, artifacts, execute, free_port, http_get, wait_for, write_config_with_devices,
 };
 
 /// A daemon with the web server on a free port; `tweak` edits the config text.
@@ -43,6 +43,14 @@ fn walk_in_and_call(daemon: &Daemon, service: &str, desk: &str) -> anyhow::Resul
     execute(
         daemon,
         Command::CallNext {
+            desk: DeskId::new(desk),
+        },
+    )?;
+    // The visitor arrives: the desk's next "next" finishes them and calls on (a "next" within
+    // seconds of a call only repeats the call).
+    execute(
+        daemon,
+        Command::StartService {
             desk: DeskId::new(desk),
         },
     )?;
@@ -136,6 +144,7 @@ fn names_with_html_are_shown_as_text_and_no_personal_data_reaches_the_display() 
                     note: Some("<script>alert(4)</script> Rollstuhl".into()),
                 }),
                 status: Default::default(),
+                refusal: None,
             },
         },
     )?;
@@ -191,21 +200,6 @@ fn names_with_html_are_shown_as_text_and_no_personal_data_reaches_the_display() 
 }
 
 /// A minimal HTTP GET over loopback (the tests need no HTTP client crate).
-fn http_get(url: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").context("http only")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
 #[test]
 fn health_and_metrics_answer() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -15,10 +15,43 @@ use crate::domain::{
 
 /// The contract version every payload carries as `"v"`.
 pub const CONTRACT_VERSION: u32 = 1;
-/// Longest booking id.
+/// Longest booking id, in characters (Unicode scalar values, as JSON Schema's `maxLength`
+/// counts them).
 pub const MAX_ID_LEN: usize = 64;
-/// Longest personal data field in bytes (the engine enforces the same limit).
+/// Longest personal data field, in characters (the engine enforces the same limit).
 pub const MAX_PERSONAL_LEN: usize = 1_000;
+
+/// Integers as JSON Schema's `type: integer` accepts them: `2` and also `2.0` (a number with
+/// a zero fractional part), which many JSON encoders write for whole floats.
+mod integer {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let number = serde_json::Number::deserialize(deserializer)?;
+        if let Some(n) = number.as_u64() {
+            return Ok(n);
+        }
+        match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
+                Ok(f as u64)
+            }
+            _ => Err(D::Error::custom(format!(
+                "{number} is not a non-negative integer"
+            ))),
+        }
+    }
+
+    /// A `u64`.
+    pub fn u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        whole(deserializer)
+    }
+
+    /// A `u32`.
+    pub fn u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let n = whole(deserializer)?;
+        u32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+    }
+}
 
 /// The topics of one site under `<root>/<site>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +179,7 @@ pub struct WireBooking {
     /// The website's booking id.
     pub id: String,
     /// Version, increasing with every change of the booking.
+    #[serde(deserialize_with = "integer::u64")]
     pub version: u64,
     /// Booked, cancelled or deleted.
     pub status: WireStatus,
@@ -154,6 +188,7 @@ pub struct WireBooking {
     /// Slot start, RFC 3339 with offset.
     pub slot_start: String,
     /// Slot length in minutes.
+    #[serde(deserialize_with = "integer::u32")]
     pub duration_minutes: u32,
     /// The desk the appointment is with.
     #[serde(default)]
@@ -168,12 +203,14 @@ pub struct WireBooking {
 #[serde(deny_unknown_fields)]
 pub struct DaySnapshot {
     /// Contract version (1).
+    #[serde(deserialize_with = "integer::u32")]
     pub v: u32,
     /// Site id.
     pub site: String,
     /// The local day, `YYYY-MM-DD`.
     pub day: String,
     /// Number of bookings.
+    #[serde(deserialize_with = "integer::u64")]
     pub count: u64,
     /// Digest of the bookings' ids and versions ([`day_digest`]).
     pub digest: String,
@@ -181,17 +218,45 @@ pub struct DaySnapshot {
     pub bookings: Vec<WireBooking>,
 }
 
+/// A day snapshot as it is read: the bookings still raw, so that one booking the appliance
+/// cannot read costs only that booking, not the day.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaySnapshot {
+    #[serde(deserialize_with = "integer::u32")]
+    v: u32,
+    site: String,
+    day: String,
+    #[serde(deserialize_with = "integer::u64")]
+    count: u64,
+    digest: String,
+    bookings: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// What is read of a booking that is not a valid [`WireBooking`]: enough to count it in the
+/// day and to refuse it by id and version.
+#[derive(Debug, Deserialize)]
+struct BookingKey {
+    id: String,
+    #[serde(deserialize_with = "integer::u64")]
+    version: u64,
+    #[serde(default)]
+    slot_start: Option<serde_json::Value>,
+}
+
 /// `<prefix>/bookings/change`: one booking changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BookingChange {
     /// Contract version (1).
+    #[serde(deserialize_with = "integer::u32")]
     pub v: u32,
     /// The booking as it is now.
     pub booking: WireBooking,
     /// The booking's local day.
     pub day: String,
     /// The website's count of bookings of that day after this change.
+    #[serde(deserialize_with = "integer::u64")]
     pub day_count: u64,
     /// The website's digest of that day after this change.
     pub day_digest: String,
@@ -477,47 +542,13 @@ impl WireBooking {
     /// Validates the booking and turns it into the engine's input; `day` is the local day it
     /// must fall on (the snapshot's or change's day).
     pub fn to_input(&self, calendar: &Calendar, day: Date) -> Result<BookingInput, String> {
+        check_key(&self.id, self.version)?;
         let id = &self.id;
-        if id.is_empty()
-            || id.len() > MAX_ID_LEN
-            || id.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(format!(
-                "booking id '{id}' must be 1-{MAX_ID_LEN} printable characters without spaces"
-            ));
-        }
-        if self.version == 0 {
-            return Err(format!("booking '{id}': version must be at least 1"));
-        }
-        if !(1..=480).contains(&self.duration_minutes) {
-            return Err(format!(
-                "booking '{id}': duration_minutes {} is out of range 1..=480",
-                self.duration_minutes
-            ));
-        }
-        let slot: jiff::Timestamp = self.slot_start.parse().map_err(|e| {
-            format!(
-                "booking '{id}': slot_start '{}' is not RFC 3339 with offset: {e}",
-                self.slot_start
-            )
-        })?;
-        let slot_start = slot.as_millisecond();
-        let slot_day = calendar.day_of(slot_start);
-        if slot_day != day {
-            return Err(format!(
-                "booking '{id}': its slot falls on {slot_day}, not on {day}"
-            ));
-        }
-        if let Some(p) = &self.personal {
-            let too_long =
-                |f: &Option<String>| f.as_ref().is_some_and(|s| s.len() > MAX_PERSONAL_LEN);
-            if too_long(&p.name) || too_long(&p.note) {
-                return Err(format!(
-                    "booking '{id}': personal fields are limited to {MAX_PERSONAL_LEN} bytes"
-                ));
-            }
-        }
-        Ok(BookingInput {
+        let slot = parse_slot(&self.slot_start).map_err(|e| format!("booking '{id}': {e}"));
+        let slot_start = slot
+            .as_ref()
+            .map_or_else(|_| calendar.start_of_day(day), |s| *s);
+        let mut input = BookingInput {
             id: BookingId::new(id.clone()),
             version: self.version,
             service: ServiceId::new(self.service.clone()),
@@ -529,7 +560,108 @@ impl WireBooking {
                 note: p.note.clone(),
             }),
             status: self.status.into(),
-        })
+            refusal: None,
+        };
+        // Violations below leave the booking countable by id and version: it is handed on
+        // as refused (stored so, with its reason), so the day still matches the website.
+        let refusal = if let Err(e) = slot {
+            Some(e)
+        } else if calendar.day_of(slot_start) != day {
+            Some(format!(
+                "booking '{id}': its slot falls on {}, not on {day}",
+                calendar.day_of(slot_start)
+            ))
+        } else if !(1..=480).contains(&self.duration_minutes) {
+            Some(format!(
+                "booking '{id}': duration_minutes {} is out of range 1..=480",
+                self.duration_minutes
+            ))
+        } else if self.personal.as_ref().is_some_and(|p| {
+            let too_long = |f: &Option<String>| {
+                f.as_ref()
+                    .is_some_and(|s| s.chars().count() > MAX_PERSONAL_LEN)
+            };
+            too_long(&p.name) || too_long(&p.note)
+        }) {
+            Some(format!(
+                "booking '{id}': personal fields are limited to {MAX_PERSONAL_LEN} characters"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            // Counted in the day it was sent for.
+            if calendar.day_of(input.slot_start) != day {
+                input.slot_start = calendar.start_of_day(day);
+            }
+            input.personal = None;
+            input.refusal = Some(reason);
+        }
+        Ok(input)
+    }
+}
+
+/// Checks what every booking must have to be counted at all: an id of 1 to [`MAX_ID_LEN`]
+/// printable characters without spaces, and a version of at least 1.
+fn check_key(id: &str, version: u64) -> Result<(), String> {
+    if id.is_empty()
+        || id.chars().count() > MAX_ID_LEN
+        || id.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "booking id {id:?} must be 1-{MAX_ID_LEN} printable characters without spaces"
+        ));
+    }
+    if version == 0 {
+        return Err(format!("booking '{id}': version must be at least 1"));
+    }
+    Ok(())
+}
+
+/// An RFC 3339 instant with its offset written as RFC 3339 requires (`Z` or `+HH:MM`; jiff
+/// alone also takes ISO 8601's `+HHMM`).
+fn parse_slot(text: &str) -> Result<Millis, String> {
+    let bytes = text.as_bytes();
+    let zulu = matches!(bytes.last(), Some(b'Z' | b'z'));
+    let offset = bytes.len() >= 6 && {
+        let tail = &bytes[bytes.len() - 6..];
+        matches!(tail[0], b'+' | b'-')
+            && tail[1].is_ascii_digit()
+            && tail[2].is_ascii_digit()
+            && tail[3] == b':'
+            && tail[4].is_ascii_digit()
+            && tail[5].is_ascii_digit()
+    };
+    let parsed: Result<jiff::Timestamp, String> = if zulu || offset {
+        text.parse().map_err(|e: jiff::Error| e.to_string())
+    } else {
+        Err("the offset must be Z or +HH:MM".to_string())
+    };
+    parsed
+        .map(|t| t.as_millisecond())
+        .map_err(|e| format!("slot_start '{text}' is not RFC 3339 with offset: {e}"))
+}
+
+/// A booking whose JSON is not a valid [`WireBooking`] but has an id and a version: refused
+/// with the reason, counted in its day.
+fn refused_input(key: BookingKey, reason: String, calendar: &Calendar, day: Date) -> BookingInput {
+    let slot_start = key
+        .slot_start
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|s| parse_slot(s).ok())
+        .filter(|s| calendar.day_of(*s) == day)
+        .unwrap_or_else(|| calendar.start_of_day(day));
+    BookingInput {
+        id: BookingId::new(key.id.clone()),
+        version: key.version,
+        service: ServiceId::new(String::new()),
+        slot_start,
+        duration_minutes: 1,
+        desk: None,
+        personal: None,
+        status: BookingStatus::Booked,
+        refusal: Some(format!("booking '{}': {reason}", key.id)),
     }
 }
 
@@ -553,7 +685,7 @@ pub fn parse_snapshot(
     topic_day: Date,
     calendar: &Calendar,
 ) -> Result<ValidSnapshot, String> {
-    let snapshot: DaySnapshot =
+    let snapshot: RawDaySnapshot =
         serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
     check_version(snapshot.v)?;
     if snapshot.site != site {
@@ -569,24 +701,33 @@ pub fn parse_snapshot(
         ));
     }
     check_digest(&snapshot.digest)?;
+    let mut bookings = Vec::with_capacity(snapshot.bookings.len());
+    for (index, raw) in snapshot.bookings.iter().enumerate() {
+        let input = match serde_json::from_str::<WireBooking>(raw.get()) {
+            Ok(wire) => wire.to_input(calendar, day)?,
+            Err(e) => {
+                let key: BookingKey = serde_json::from_str(raw.get())
+                    .map_err(|_| format!("booking {index} has no readable id and version: {e}"))?;
+                check_key(&key.id, key.version)?;
+                refused_input(key, e.to_string(), calendar, day)
+            }
+        };
+        bookings.push(input);
+    }
+    drop(snapshot.bookings);
     let mut ids = HashSet::new();
-    for b in &snapshot.bookings {
+    for b in &bookings {
         if !ids.insert(b.id.as_str()) {
             return Err(format!("booking '{}' appears twice", b.id));
         }
     }
-    let (count, digest) = day_digest(snapshot.bookings.iter().map(|b| (b.id.as_str(), b.version)));
+    let (count, digest) = day_digest(bookings.iter().map(|b| (b.id.as_str(), b.version)));
     if count != snapshot.count || digest != snapshot.digest {
         return Err(format!(
             "count/digest {}/{} do not match its bookings ({count}/{digest})",
             snapshot.count, snapshot.digest
         ));
     }
-    let bookings = snapshot
-        .bookings
-        .iter()
-        .map(|b| b.to_input(calendar, day))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(ValidSnapshot {
         day,
         count,
@@ -610,12 +751,31 @@ pub struct ValidChange {
 
 /// Parses and validates a booking change.
 pub fn parse_change(payload: &[u8], calendar: &Calendar) -> Result<ValidChange, String> {
-    let change: BookingChange =
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawChange {
+        #[serde(deserialize_with = "integer::u32")]
+        v: u32,
+        booking: Box<serde_json::value::RawValue>,
+        day: String,
+        #[serde(deserialize_with = "integer::u64")]
+        day_count: u64,
+        day_digest: String,
+    }
+    let change: RawChange =
         serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
     check_version(change.v)?;
     let day = parse_day(&change.day)?;
     check_digest(&change.day_digest)?;
-    let booking = change.booking.to_input(calendar, day)?;
+    let booking = match serde_json::from_str::<WireBooking>(change.booking.get()) {
+        Ok(wire) => wire.to_input(calendar, day)?,
+        Err(e) => {
+            let key: BookingKey = serde_json::from_str(change.booking.get())
+                .map_err(|_| format!("the booking has no readable id and version: {e}"))?;
+            check_key(&key.id, key.version)?;
+            refused_input(key, e.to_string(), calendar, day)
+        }
+    };
     Ok(ValidChange {
         day,
         day_count: change.day_count,
@@ -736,8 +896,18 @@ mod tests {
             bookings: vec![booking("BK-1", 2, "2026-11-25T09:00:00+01:00")],
             ..good.clone()
         };
+        // A booking outside the contract costs only itself: it is handed on as refused (with
+        // the reason), counted in the day.
         let json = serde_json::to_vec(&other_day).unwrap_or_default();
-        assert!(parse_snapshot(&json, "rathaus", day, &cal).is_err_and(|e| e.contains("falls on")));
+        let parsed = parse_snapshot(&json, "rathaus", day, &cal);
+        assert!(
+            parsed.as_ref().is_ok_and(|p| p.bookings[0]
+                .refusal
+                .as_ref()
+                .is_some_and(|r| r.contains("falls on"))
+                && cal.day_of(p.bookings[0].slot_start) == day),
+            "{parsed:?}"
+        );
         let unknown_field = br#"{"v":1,"site":"rathaus","day":"2026-11-24","count":0,"digest":"0000000000000000","bookings":[],"extra":1}"#;
         assert!(
             parse_snapshot(unknown_field, "rathaus", day, &cal)
@@ -753,6 +923,78 @@ mod tests {
             day_digest: digest,
         };
         let json = serde_json::to_vec(&no_offset).unwrap_or_default();
-        assert!(parse_change(&json, &cal).is_err_and(|e| e.contains("RFC 3339")));
+        assert!(
+            parse_change(&json, &cal)
+                .is_ok_and(|c| c.booking.refusal.is_some_and(|r| r.contains("RFC 3339")))
+        );
+    }
+
+    /// The refused part of a parsed booking, `None` when it is accepted.
+    fn refusal_of(booking_json: &str) -> Result<Option<String>, String> {
+        let booking: serde_json::Value =
+            serde_json::from_str(booking_json).map_err(|e| e.to_string())?;
+        let id = booking["id"].as_str().unwrap_or_default().to_string();
+        let version = booking["version"].as_f64().unwrap_or_default() as u64;
+        let (count, digest) = day_digest([(id.as_str(), version)]);
+        let payload = format!(
+            r#"{{"v":1,"site":"rathaus","day":"2026-11-24","count":{count},"digest":"{digest}","bookings":[{booking_json}]}}"#
+        );
+        let day = parse_day("2026-11-24")?;
+        let snapshot = parse_snapshot(payload.as_bytes(), "rathaus", day, &calendar())?;
+        Ok(snapshot.bookings[0].refusal.clone())
+    }
+
+    /// Regression: bookings the JSON Schema allows were refused (and took their day's snapshot
+    /// with them): `maxLength` counts characters where the appliance counted bytes, and
+    /// `type: integer` allows `2.0`.
+    #[test]
+    fn every_booking_the_schema_accepts_is_accepted() {
+        let name = "Ä".repeat(600);
+        let id = "ü".repeat(MAX_ID_LEN);
+        let accepted = [
+            format!(
+                r#"{{"id":"BK-1","version":2.0,"status":"booked","service":"ausweis","slot_start":"2026-11-24T09:00:00+01:00","duration_minutes":15.0,"personal":{{"name":"{name}","note":"{name}"}}}}"#
+            ),
+            format!(
+                r#"{{"id":"{id}","version":9007199254740991,"status":"cancelled","service":"x","slot_start":"2026-11-24T08:00:00Z","duration_minutes":480,"desk":null,"personal":null}}"#
+            ),
+            r#"{"id":"BK-3","version":1,"status":"deleted","service":"ausweis","slot_start":"2026-11-24T09:00:00.250+01:00","duration_minutes":1}"#.to_string(),
+            r#"{"id":"BK-4","version":1,"status":"booked","service":"ausweis","slot_start":"2026-11-24t09:00:00z","duration_minutes":1,"personal":{"name":null}}"#.to_string(),
+        ];
+        for booking in &accepted {
+            assert_eq!(refusal_of(booking), Ok(None), "{booking}");
+        }
+        // Outside the contract: counted and refused by id and version, with the reason.
+        for (booking, reason) in [
+            (
+                r#"{"id":"BK-5","version":1,"status":"booked","service":"ausweis","slot_start":"2026-11-24T09:00:00+0100","duration_minutes":15}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"id":"BK-6","version":1,"status":"booked","service":"ausweis","slot_start":"2026-11-24T09:00:00Z","duration_minutes":15.5}"#,
+                "integer",
+            ),
+            (
+                r#"{"id":"BK-7","version":1,"status":"maybe","service":"ausweis","slot_start":"2026-11-24T09:00:00Z","duration_minutes":15}"#,
+                "maybe",
+            ),
+        ] {
+            let refusal = refusal_of(booking);
+            assert!(
+                refusal
+                    .as_ref()
+                    .is_ok_and(|r| r.as_ref().is_some_and(|r| r.contains(reason))),
+                "{booking}: {refusal:?}"
+            );
+        }
+        let long = format!(
+            r#"{{"id":"BK-8","version":1,"status":"booked","service":"ausweis","slot_start":"2026-11-24T09:00:00Z","duration_minutes":15,"personal":{{"name":"{}"}}}}"#,
+            "a".repeat(MAX_PERSONAL_LEN + 1)
+        );
+        assert!(refusal_of(&long).is_ok_and(|r| r.is_some_and(|r| r.contains("characters"))));
+        // Without a countable id the day cannot be accounted for: the snapshot is malformed.
+        assert!(refusal_of(r#"{"id":"a b","version":1}"#).is_err());
+        assert!(refusal_of(r#"{"id":"BK-9","version":0}"#).is_err());
+        assert!(refusal_of(r#"{"id":"BK-\u0001","version":1}"#).is_err());
     }
 }

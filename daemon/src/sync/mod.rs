@@ -65,6 +65,8 @@ pub const OUTBOX_LINGER: Duration = Duration::from_millis(20);
 /// Capacity of the channel from the connection task to the processor (its bytes are bounded
 /// by [`INBOUND_BUDGET_KIB`]).
 pub const INBOUND_CAPACITY: usize = 1024;
+/// The largest packet MQTT can frame (its remaining-length field's maximum).
+pub const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
 /// Capacity of rumqttc's request channel.
 pub const REQUEST_CAPACITY: usize = 1024;
 /// How often the outbox cursor is written at most.
@@ -87,7 +89,9 @@ pub struct SyncState {
     pub bookings_applied: u64,
     /// Booking changes ignored (the stored version is the same or newer).
     pub bookings_ignored: u64,
-    /// Bookings the engine refused (e.g. unknown service); their messages were acked.
+    /// Bookings this appliance cannot take (e.g. an unknown service, a desk that does not
+    /// serve it, a field outside the contract), stored as refused so their day still matches;
+    /// plus the few the engine could not store at all (an empty id, a slot before today).
     pub bookings_refused: u64,
     /// Payloads rejected as malformed or violating the contract (acked and dropped).
     pub malformed: u64,
@@ -184,6 +188,9 @@ fn lock_wire(wire: &SharedWire) -> std::sync::MutexGuard<'_, Wire> {
 struct Inbound {
     generation: u64,
     publish: Publish,
+    /// The message exceeded `mqtt.max_packet_bytes` (its size; the payload was dropped): it is
+    /// acknowledged in order and counted as malformed.
+    oversized: Option<usize>,
     /// This payload's share of [`INBOUND_BUDGET_KIB`], given back when it is dropped.
     _budget: tokio::sync::OwnedSemaphorePermit,
 }
@@ -200,6 +207,8 @@ struct Ctx {
     engine: EngineHandle,
     acks: Arc<Notify>,
     stop: CancellationToken,
+    /// `mqtt.max_packet_bytes`.
+    max_packet_bytes: usize,
 }
 
 /// rumqttc options from the config.
@@ -295,6 +304,7 @@ pub fn start(
         engine,
         acks: Arc::new(Notify::new()),
         stop,
+        max_packet_bytes: usize::try_from(*mqtt.max_packet_bytes.get_ref()).unwrap_or(usize::MAX),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (connected_tx, connected_rx) = watch::channel(None);
@@ -376,6 +386,14 @@ async fn connection_task(
     let mut backoff = backoff_min;
     let mut failures = 0u64;
     let budget = Arc::new(tokio::sync::Semaphore::new(INBOUND_BUDGET_KIB as usize));
+    // `mqtt.max_packet_bytes`. rumqttc drops the connection on a larger packet, and the broker
+    // redelivers it after every reconnect (persistent session): one oversized message stopped
+    // the sync for good. So the next connection accepts it once, to acknowledge and drop it.
+    let (configured_incoming, configured_outgoing) = (
+        eventloop.mqtt_options.max_packet_size(),
+        eventloop.mqtt_options.max_packet_size(),
+    );
+    let mut accepting_oversized = false;
     loop {
         let polled = tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -403,7 +421,27 @@ async fn connection_task(
                 );
                 let _ = connected.send(Some(generation));
             }
-            Ok(MqttEvent::Incoming(Incoming::Publish(publish))) => {
+            Ok(MqttEvent::Incoming(Incoming::Publish(mut publish))) => {
+                // The packet's remaining length, as rumqttc measures it against the limit.
+                let packet_id = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+                let size = 2 + publish.topic.len() + packet_id + publish.payload.len();
+                let oversized = (size > configured_incoming).then_some(size);
+                if let Some(size) = oversized {
+                    tracing::error!(
+                        topic = %publish.topic,
+                        size,
+                        limit = configured_incoming,
+                        "dropped a message larger than mqtt.max_packet_bytes (acknowledged, \
+                         counted as malformed)"
+                    );
+                    publish.payload = Default::default();
+                    if accepting_oversized {
+                        accepting_oversized = false;
+                        eventloop
+                            .mqtt_options
+                            .set_max_packet_size(configured_incoming, configured_outgoing);
+                    }
+                }
                 let kib = u32::try_from(publish.payload.len() / 1024)
                     .unwrap_or(u32::MAX)
                     .clamp(1, INBOUND_BUDGET_KIB);
@@ -418,6 +456,7 @@ async fn connection_task(
                 let item = Inbound {
                     generation,
                     publish,
+                    oversized,
                     _budget: permit,
                 };
                 tokio::select! {
@@ -443,6 +482,22 @@ async fn connection_task(
             }
             Ok(_) => {}
             Err(e) => {
+                if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                )) = &e
+                    && *size <= MQTT_MAX_REMAINING_LENGTH
+                {
+                    tracing::warn!(
+                        size,
+                        limit = configured_incoming,
+                        "the broker sent a message larger than mqtt.max_packet_bytes; the next \
+                         connection takes it once to drop it"
+                    );
+                    accepting_oversized = true;
+                    eventloop
+                        .mqtt_options
+                        .set_max_packet_size(*size + 16, configured_outgoing);
+                }
                 forget_connection(&mut eventloop, &ctx.wire);
                 let _ = connected.send(None);
                 failures += 1;
@@ -533,10 +588,8 @@ async fn outbox_task(
     cursor_file: outbox::Cursor,
     mut cursor: u64,
 ) {
-    let mut committed = ctx.engine.subscribe();
     let mut persisted = cursor;
     let mut last_persist = Instant::now();
-    let mut highest_seen = cursor;
     // Acknowledged messages beyond the cursor: first seq -> last seq.
     let mut acked_above: BTreeMap<u64, u64> = BTreeMap::new();
     'session: loop {
@@ -561,7 +614,7 @@ async fn outbox_task(
         let online = serde_json::to_vec(&StatusMessage {
             v: contract::CONTRACT_VERSION,
             state: "online".to_string(),
-            last_seq: Some(highest_seen),
+            last_seq: Some(ctx.engine.last_seq()),
             software: Some(format!("leitsystemd {}", env!("CARGO_PKG_VERSION"))),
         })
         .unwrap_or_default();
@@ -607,7 +660,7 @@ async fn outbox_task(
             ctx.status.update(|s| {
                 s.events_published += published;
                 s.outbox_cursor = cursor;
-                s.outbox_backlog = highest_seen.saturating_sub(cursor);
+                s.outbox_backlog = ctx.engine.last_seq().saturating_sub(cursor);
             });
             if ctx.stop.is_cancelled() {
                 break 'session;
@@ -621,11 +674,7 @@ async fn outbox_task(
                 _ = ctx.stop.cancelled() => {}
                 _ = ctx.acks.notified() => {}
                 _ = connected.changed() => {}
-                received = committed.recv() => {
-                    if let Ok(record) = received {
-                        highest_seen = highest_seen.max(record.seq);
-                    }
-                }
+                // Cancel-safe: a batch being filled when another branch wins stays in the feed.
                 records = feed.recv_batch(contract::EVENTS_PER_MESSAGE, OUTBOX_LINGER), if room => {
                     let Some(records) = records else {
                         break 'session;
@@ -638,7 +687,6 @@ async fn outbox_task(
                     );
                     drop(records);
                     for batch in batches {
-                        highest_seen = highest_seen.max(batch.last);
                         if !publish_tagged(
                             &ctx,
                             generation,
@@ -718,7 +766,14 @@ async fn processor_task(ctx: Ctx, mut inbound: mpsc::Receiver<Inbound>) {
     }
 }
 
-fn parse(ctx: &Ctx, publish: &Publish) -> Result<Parsed, String> {
+fn parse(ctx: &Ctx, item: &Inbound) -> Result<Parsed, String> {
+    let publish = &item.publish;
+    if let Some(size) = item.oversized {
+        return Err(format!(
+            "{size} bytes exceed mqtt.max_packet_bytes ({})",
+            ctx.max_packet_bytes
+        ));
+    }
     let calendar = &ctx.catalog.calendar;
     match ctx.topics.classify(&publish.topic) {
         InboundTopic::DaySnapshot(day) => {
@@ -746,7 +801,7 @@ async fn process_batch(
     let mut parsed = Vec::with_capacity(batch.len());
     let mut commands: Vec<(usize, BookingInput)> = Vec::new();
     for (index, item) in batch.iter().enumerate() {
-        let mut p = match parse(ctx, &item.publish) {
+        let mut p = match parse(ctx, item) {
             Ok(p) => p,
             Err(reason) => {
                 tracing::warn!(topic = %item.publish.topic, %reason, "rejected a malformed MQTT payload");
@@ -814,6 +869,23 @@ async fn process_batch(
             match result {
                 Ok(executed) => match executed.outcome {
                     Outcome::BookingIgnored { .. } => ignored += 1,
+                    Outcome::BookingRefused {
+                        booking,
+                        version,
+                        reason,
+                    } => {
+                        // Stored as refused (so the day's digest still matches): logged once
+                        // per version, since a repeat of it is ignored.
+                        tracing::warn!(
+                            topic = %batch[index].publish.topic,
+                            %booking,
+                            version,
+                            %reason,
+                            "a booking from the website was stored as refused"
+                        );
+                        r.applied += 1;
+                        ctx.status.update(|s| s.bookings_refused += 1);
+                    }
                     _ => {
                         r.applied += 1;
                         applied += 1;

@@ -251,6 +251,7 @@ fn parse_action(word: &str) -> Option<ButtonAction> {
         "finish" => ButtonAction::Finish,
         "no_show" | "no-show" => ButtonAction::NoShow,
         "park" => ButtonAction::Park,
+        "resume" => ButtonAction::Resume,
         "open" => ButtonAction::Open,
         "pause" => ButtonAction::Pause,
         "close" => ButtonAction::Close,
