@@ -255,13 +255,32 @@ pub struct TokenKeyConfig {
     pub public_key: Spanned<String>,
 }
 
-/// `[plugins]`: directories searched for plugin files named without a path.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[plugins]`: directories searched for plugin files named without a path, and how long a
+/// print job may go unanswered.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Search directories, in order. Relative paths are relative to the config file.
     #[serde(default)]
     pub dirs: Vec<PathBuf>,
+    /// A print job without an answer from its printer after this many seconds counts as
+    /// failed (the job was lost: a full queue, a restarting driver, a printer switched off);
+    /// the ticket is reprinted once the printer is ready again.
+    #[serde(default = "default_print_answer_seconds")]
+    pub print_answer_seconds: Spanned<i64>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dirs: Vec::new(),
+            print_answer_seconds: default_print_answer_seconds(),
+        }
+    }
+}
+
+fn default_print_answer_seconds() -> Spanned<i64> {
+    Spanned::new(0..0, 30)
 }
 
 /// `[[device]]`: one device, driven by a plugin.
@@ -277,6 +296,14 @@ pub struct DeviceEntry {
     /// Desks the device acts for (buttons); empty = any desk named in its messages.
     #[serde(default)]
     pub desks: Vec<Spanned<String>>,
+    /// The check-in terminal the device belongs to (scanners and printers): a ticket issued
+    /// by a terminal's scanner prints on that terminal's printer, and only there.
+    #[serde(default)]
+    pub terminal: Option<Spanned<String>>,
+    /// Departments whose tickets this printer prints when no terminal decides (walk-ins from
+    /// the kiosk page or the control socket); empty = any department.
+    #[serde(default)]
+    pub departments: Vec<Spanned<String>>,
     /// Plugin-specific options, handed to the plugin as JSON.
     #[serde(default)]
     pub options: toml::Table,
@@ -772,6 +799,13 @@ fn validate(config: &Config) -> Vec<Problem> {
     );
     check_range("max_calls", &p.max_calls, 1, 10, &mut out);
     check_range(
+        "print_answer_seconds",
+        &config.plugins.print_answer_seconds,
+        1,
+        3_600,
+        &mut out,
+    );
+    check_range(
         "repeat_next_within_seconds",
         &p.repeat_next_within_seconds,
         0,
@@ -928,6 +962,57 @@ fn validate(config: &Config) -> Vec<Problem> {
                 d.plugin.span(),
                 format!("device '{}' names no plugin", d.id.get_ref()),
             ));
+        }
+        let role = d.role.get_ref().as_str();
+        if let Some(terminal) = &d.terminal {
+            if !["scanner", "printer"].contains(&role) {
+                out.push((
+                    terminal.span(),
+                    format!(
+                        "device '{}' is a {role}; only scanners and printers belong to a terminal",
+                        d.id.get_ref()
+                    ),
+                ));
+            } else if role == "scanner"
+                && !config.devices.iter().any(|p| {
+                    p.role.get_ref() == "printer"
+                        && p.terminal.as_ref().map(|t| t.get_ref()) == Some(terminal.get_ref())
+                })
+            {
+                out.push((
+                    terminal.span(),
+                    format!(
+                        "scanner '{}' is at terminal '{}', but no printer is: its tickets could \
+                         not be printed",
+                        d.id.get_ref(),
+                        terminal.get_ref()
+                    ),
+                ));
+            }
+        }
+        for department in &d.departments {
+            if role != "printer" {
+                out.push((
+                    department.span(),
+                    format!(
+                        "device '{}' is a {role}; only printers are bound to departments",
+                        d.id.get_ref()
+                    ),
+                ));
+            } else if !config
+                .departments
+                .iter()
+                .any(|known| known.id.get_ref() == department.get_ref())
+            {
+                out.push((
+                    department.span(),
+                    format!(
+                        "printer '{}' is bound to department '{}', which does not exist",
+                        d.id.get_ref(),
+                        department.get_ref()
+                    ),
+                ));
+            }
         }
         for desk in &d.desks {
             if !desk_ids.contains(desk.get_ref()) {

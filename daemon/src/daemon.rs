@@ -810,6 +810,9 @@ pub async fn run(
         catalog.clone(),
         handle.clone(),
         display.clone(),
+        Duration::from_secs(
+            u64::try_from(*config.plugins.print_answer_seconds.get_ref()).unwrap_or(30),
+        ),
         stop.clone(),
         &tracker,
     );

@@ -281,6 +281,10 @@ pub struct DeviceSpec {
     pub role: Role,
     /// Desks it may act for (buttons); empty = any.
     pub desks: Vec<String>,
+    /// The check-in terminal it belongs to (scanners, printers).
+    pub terminal: Option<String>,
+    /// Departments whose tickets it prints (printers); empty = any.
+    pub departments: Vec<String>,
     /// The plugin file.
     pub plugin_path: PathBuf,
     /// Plugin options (JSON).
@@ -327,6 +331,8 @@ pub fn device_specs(config: &Config, config_dir: &Path, data_dir: &Path) -> Vec<
                 id: d.id.get_ref().clone(),
                 role: parse_role(d.role.get_ref())?,
                 desks: d.desks.iter().map(|s| s.get_ref().clone()).collect(),
+                terminal: d.terminal.as_ref().map(|t| t.get_ref().clone()),
+                departments: d.departments.iter().map(|s| s.get_ref().clone()).collect(),
                 plugin_path: resolve_plugin(d.plugin.get_ref(), &config.plugins.dirs, config_dir),
                 options: substitute(
                     serde_json::to_value(&d.options).unwrap_or(serde_json::Value::Null),
@@ -703,9 +709,13 @@ impl PluginHost {
         catalog: Arc<Catalog>,
         engine: EngineHandle,
         display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
+        print_answer_timeout: Duration,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> PluginHost {
+        let started_at = now_millis();
+        // Subscribed before anything is printed: every ticket issued from now on is seen.
+        let committed = engine.feed();
         let registry: DeviceRegistry = Arc::new(Mutex::new(BTreeMap::new()));
         let (events_tx, events_rx) = mpsc::channel(EMIT_QUEUE);
         let mut devices = Vec::new();
@@ -764,6 +774,8 @@ impl PluginHost {
             scans: crate::kiosk::scan_feed(),
         };
         let outputs = host.outputs();
+        let printers = PrintRouting::new(&host.devices);
+        let ledger = PrintLedger::default();
         tracker.spawn(route(
             catalog.clone(),
             events_rx,
@@ -771,6 +783,7 @@ impl PluginHost {
             engine.clone(),
             host.registry.clone(),
             host.scans.clone(),
+            ledger.clone(),
             shutdown.clone(),
         ));
         let displays = outputs
@@ -780,9 +793,12 @@ impl PluginHost {
             .collect();
         tracker.spawn(feed_displays(display, displays, shutdown.clone()));
         tracker.spawn(derive_outputs(
-            engine.feed(),
+            committed,
             engine.clone(),
-            outputs,
+            printers,
+            ledger,
+            print_answer_timeout,
+            started_at,
             catalog,
             shutdown,
         ));
@@ -882,6 +898,7 @@ fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, (&'static s
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     catalog: Arc<Catalog>,
     mut events: mpsc::Receiver<DeviceEvent>,
@@ -889,18 +906,41 @@ async fn route(
     engine: EngineHandle,
     registry: DeviceRegistry,
     scans: crate::kiosk::ScanFeed,
+    ledger: PrintLedger,
     shutdown: CancellationToken,
 ) {
     // Last readiness reported per printer: a printer becoming ready reprints failed tickets.
     let mut printer_ready: HashMap<String, bool> = HashMap::new();
-    // Whether an open ticket may still wait for a reprint. True at start (failures recorded
-    // before a restart are durable); set by every failed print, cleared by a reprint scan. A
-    // successful print scans only then, so printing a ticket never copies the whole day.
-    let mut failures_outstanding = true;
+    // Printers that may have an open ticket waiting for a reprint. All of them at start
+    // (failures recorded before a restart are durable); a printer joins with every failed
+    // print and leaves after a reprint scan. A successful print scans only then, so printing
+    // a ticket never copies the whole day.
+    let mut failures_outstanding: std::collections::HashSet<String> = devices
+        .iter()
+        .filter(|(_, (spec, _))| spec.role == Role::Printer)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut overdue_check = tokio::time::interval(Duration::from_secs(1));
+    overdue_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
             event = events.recv() => match event { Some(e) => e, None => return },
+            _ = overdue_check.tick() => {
+                // Jobs no printer answered: lost on the way (a full queue, a restarting
+                // driver, a printer switched off). Failed, so they are reprinted.
+                for (job, printer, waited) in ledger.take_overdue() {
+                    let reason = format!("no answer from the printer within {} s", waited.as_secs());
+                    tracing::warn!(device = %printer, job = %job, "{reason}");
+                    update(&registry, &printer, |h| {
+                        h.print_failures += 1;
+                        h.last_error = Some(format!("print {job}: {reason}"));
+                    });
+                    record_print(&engine, &printer, &job, PrintOutcome::Failed { reason }).await;
+                    failures_outstanding.insert(printer);
+                }
+                continue;
+            }
         };
         let id = event.device.to_string();
         let Some((spec, supervisor)) = devices.get(&id) else {
@@ -949,21 +989,26 @@ async fn route(
             }
             PluginMessage::PrintDone { job } => {
                 tracing::info!(device = %id, job = %job, "printed");
+                ledger.answered(&job);
                 update(&registry, &id, |h| h.printed += 1);
                 let recorded = record_print(&engine, &id, &job, PrintOutcome::Printed).await;
-                if recorded && failures_outstanding {
-                    failures_outstanding = !reprint_failed(&engine, &id).await;
+                if recorded
+                    && failures_outstanding.contains(&id)
+                    && reprint_failed(&engine, &id).await
+                {
+                    failures_outstanding.remove(&id);
                 }
                 None
             }
             PluginMessage::PrintFailed { job, reason } => {
                 tracing::warn!(device = %id, job = %job, "print failed: {reason}");
+                ledger.answered(&job);
                 update(&registry, &id, |h| {
                     h.print_failures += 1;
                     h.last_error = Some(format!("print {job} failed: {reason}"))
                 });
                 record_print(&engine, &id, &job, PrintOutcome::Failed { reason }).await;
-                failures_outstanding = true;
+                failures_outstanding.insert(id.clone());
                 None
             }
             PluginMessage::PrinterStatus {
@@ -991,8 +1036,12 @@ async fn route(
                     h.cover_open = Some(cover_open);
                     h.connected = Some(online && !cover_open);
                 });
-                if ready && was_ready != Some(true) && failures_outstanding {
-                    failures_outstanding = !reprint_failed(&engine, &id).await;
+                if ready
+                    && was_ready != Some(true)
+                    && failures_outstanding.contains(&id)
+                    && reprint_failed(&engine, &id).await
+                {
+                    failures_outstanding.remove(&id);
                 }
                 None
             }
@@ -1087,9 +1136,16 @@ async fn reprint_failed(engine: &EngineHandle, printer: &str) -> bool {
         return false;
     };
     for ticket in view.tickets {
-        let PrintState::Failed { at, .. } = &ticket.print else {
+        // One print state per printer: only the tickets this printer failed to print.
+        let PrintState::Failed {
+            at, printer: by, ..
+        } = &ticket.print
+        else {
             continue;
         };
+        if by != printer {
+            continue;
+        }
         if ticket.state.is_final() {
             continue;
         }
@@ -1106,22 +1162,155 @@ async fn reprint_failed(engine: &EngineHandle, printer: &str) -> bool {
     true
 }
 
+/// Print jobs sent and not yet answered: job id -> (printer, when it is overdue, timeout).
+#[derive(Debug, Clone, Default)]
+struct PrintLedger {
+    jobs: Arc<Mutex<HashMap<String, SentJob>>>,
+}
+
+/// A job sent: (printer, when it is overdue, its timeout).
+type SentJob = (String, Instant, Duration);
+
+impl PrintLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SentJob>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `job` went to `printer`, which must answer within `timeout`.
+    fn sent(&self, job: &str, printer: &str, timeout: Duration) {
+        self.lock().insert(
+            job.to_string(),
+            (printer.to_string(), Instant::now() + timeout, timeout),
+        );
+    }
+
+    /// The printer answered `job` (printed or failed).
+    fn answered(&self, job: &str) {
+        self.lock().remove(job);
+    }
+
+    /// Removes and returns the jobs past their time: (job, printer, how long it waited).
+    fn take_overdue(&self) -> Vec<(String, String, Duration)> {
+        let now = Instant::now();
+        let mut jobs = self.lock();
+        let overdue: Vec<String> = jobs
+            .iter()
+            .filter(|(_, (_, due, _))| *due <= now)
+            .map(|(job, _)| job.clone())
+            .collect();
+        overdue
+            .into_iter()
+            .filter_map(|job| {
+                jobs.remove(&job)
+                    .map(|(printer, _, timeout)| (job, printer, timeout))
+            })
+            .collect()
+    }
+}
+
+/// One printer as the print routing sees it.
+#[derive(Debug, Clone)]
+struct PrinterRoute {
+    id: String,
+    terminal: Option<String>,
+    departments: Vec<String>,
+    tx: SyncSender<Supervise>,
+}
+
+/// Which printer prints which ticket: exactly one per ticket.
+#[derive(Debug, Clone, Default)]
+struct PrintRouting {
+    /// In config order.
+    printers: Vec<PrinterRoute>,
+    /// Scanner device id -> its terminal.
+    scanner_terminals: HashMap<String, String>,
+}
+
+impl PrintRouting {
+    fn new(
+        devices: &[(
+            DeviceSpec,
+            SyncSender<Supervise>,
+            std::thread::JoinHandle<()>,
+        )],
+    ) -> Self {
+        let mut routing = Self::default();
+        for (spec, tx, _) in devices {
+            match spec.role {
+                Role::Printer => routing.printers.push(PrinterRoute {
+                    id: spec.id.clone(),
+                    terminal: spec.terminal.clone(),
+                    departments: spec.departments.clone(),
+                    tx: tx.clone(),
+                }),
+                Role::Scanner => {
+                    if let Some(terminal) = &spec.terminal {
+                        routing
+                            .scanner_terminals
+                            .insert(spec.id.clone(), terminal.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        routing
+    }
+
+    /// The printer for a ticket of `department` issued by the input `source`: the printer of
+    /// the issuing scanner's terminal; else the first printer bound to the department; else
+    /// the first printer bound to no department and no terminal; else the first printer.
+    fn printer_for(&self, source: &str, department: Option<&str>) -> Option<&PrinterRoute> {
+        let terminal = source
+            .strip_prefix("scanner:")
+            .and_then(|scanner| self.scanner_terminals.get(scanner));
+        let at_terminal = terminal.and_then(|terminal| {
+            self.printers
+                .iter()
+                .find(|p| p.terminal.as_ref() == Some(terminal))
+        });
+        at_terminal
+            .or_else(|| {
+                self.printers
+                    .iter()
+                    .find(|p| department.is_some_and(|d| p.departments.iter().any(|pd| pd == d)))
+            })
+            .or_else(|| {
+                self.printers
+                    .iter()
+                    .find(|p| p.departments.is_empty() && p.terminal.is_none())
+            })
+            .or_else(|| self.printers.first())
+    }
+
+    fn by_id(&self, id: &str) -> Option<&PrinterRoute> {
+        self.printers.iter().find(|p| p.id == id)
+    }
+}
+
 /// Printers, fed from committed events: a ticket issued or to be reprinted becomes a print
-/// job for every printer.
+/// job for one printer ([`PrintRouting`]; a reprint goes to the printer that failed it).
+/// Every job is entered in the ledger, so one that is never answered counts as failed.
+/// At start, open tickets that never got an answer before the daemon stopped are reprinted.
+#[allow(clippy::too_many_arguments)]
 async fn derive_outputs(
     mut committed: crate::daemon::EventFeed,
     engine: EngineHandle,
-    outputs: Vec<(Role, String, SyncSender<Supervise>)>,
+    printers: PrintRouting,
+    ledger: PrintLedger,
+    print_answer_timeout: Duration,
+    started_at: i64,
     catalog: Arc<Catalog>,
     shutdown: CancellationToken,
 ) {
-    let deliver = |role: Role, message: HostMessage| {
-        for (r, id, tx) in &outputs {
-            if *r == role && tx.try_send(Supervise::Deliver(message.clone())).is_err() {
-                tracing::warn!(device = %id, "device queue full; message not delivered");
-            }
-        }
+    let department_of = |ticket: &Ticket| {
+        catalog
+            .services
+            .get(&ticket.service)
+            .map(|s| s.department.as_str().to_string())
     };
+    if !printers.printers.is_empty() {
+        reprint_unanswered(&engine, started_at).await;
+    }
     loop {
         let record = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -1130,10 +1319,25 @@ async fn derive_outputs(
         let Some(record) = record else {
             return;
         };
-        let to_print = match &record.event {
-            Event::TicketIssued { ticket } => Some(ticket.clone()),
+        let job = match &record.event {
+            Event::TicketIssued { ticket } => printers
+                .printer_for(&record.source, department_of(ticket).as_deref())
+                .map(|printer| (ticket.clone(), printer)),
             Event::ReprintRequested { ticket } => match engine.state_view().await {
-                Ok(view) => view.tickets.into_iter().find(|t| &t.number == ticket),
+                Ok(view) => view
+                    .tickets
+                    .into_iter()
+                    .find(|t| &t.number == ticket)
+                    .and_then(|t| {
+                        let earlier = match &t.print {
+                            PrintState::Failed { printer, .. }
+                            | PrintState::Printed { printer, .. } => printers.by_id(printer),
+                            PrintState::Pending => None,
+                        };
+                        earlier
+                            .or_else(|| printers.printer_for("", department_of(&t).as_deref()))
+                            .map(|printer| (t, printer))
+                    }),
                 Err(e) => {
                     tracing::warn!(ticket = %ticket, "cannot read the ticket to reprint: {e}");
                     None
@@ -1141,15 +1345,56 @@ async fn derive_outputs(
             },
             _ => None,
         };
-        if let Some(ticket) = to_print {
-            deliver(
-                Role::Printer,
-                HostMessage::Print {
-                    job: print_job_id(&ticket, record.seq),
-                    document: crate::ticket::ticket_document(&ticket, &catalog, record.at),
+        let Some((ticket, printer)) = job else {
+            continue;
+        };
+        let id = print_job_id(&ticket, record.seq);
+        let message = HostMessage::Print {
+            job: id.clone(),
+            document: crate::ticket::ticket_document(&ticket, &catalog, record.at),
+        };
+        if printer.tx.try_send(Supervise::Deliver(message)).is_err() {
+            // Not delivered: recorded as failed at once, and reprinted when the printer is
+            // ready again.
+            tracing::warn!(device = %printer.id, job = %id, "printer queue full; print job not delivered");
+            record_print(
+                &engine,
+                &printer.id,
+                &id,
+                PrintOutcome::Failed {
+                    reason: "the printer's queue is full".to_string(),
                 },
-            );
+            )
+            .await;
+        } else {
+            ledger.sent(&id, &printer.id, print_answer_timeout);
         }
+    }
+}
+
+/// Open tickets issued before this start whose print never got an answer (the daemon stopped
+/// between committing the ticket and the printer's report): reprinted, so no visitor is left
+/// without paper because of a restart.
+async fn reprint_unanswered(engine: &EngineHandle, started_at: i64) {
+    let Ok(view) = engine.state_view().await else {
+        return;
+    };
+    for ticket in view.tickets {
+        if ticket.print != PrintState::Pending
+            || ticket.state.is_final()
+            || ticket.issued_at >= started_at
+        {
+            continue;
+        }
+        tracing::warn!(ticket = %ticket.number, "no print outcome was recorded before the restart: reprinting");
+        let request = CommandRequest {
+            request_id: Some(format!("reprint-unanswered:{}:{started_at}", ticket.number)),
+            source: "printer:restart".to_string(),
+            command: Command::Reprint {
+                ticket: ticket.number.clone(),
+            },
+        };
+        let _ = engine.execute(request).await;
     }
 }
 

@@ -322,6 +322,69 @@ fn fresh_appliance_gets_50000_bookings_from_a_stock_broker_and_repairs_a_gap() -
     Ok(())
 }
 
+/// Regression: a change over `max_packet_bytes` made the daemon reconnect twice a second
+/// forever (the broker redelivers it), and nothing after it was applied; a booking the
+/// appliance refused made its day mismatch for good, refused again by every later message
+/// (51,235 refusals in 6 s), its deletion included.
+#[test]
+fn an_oversized_message_and_a_refused_booking_leave_the_sync_working_and_the_day_consistent()
+-> anyhow::Result<()> {
+    let s = setup()?;
+    s.configure(&format!(
+        "{}max_packet_bytes = 65536\n",
+        s.broker.mqtt_section()
+    ))?;
+    s.publish(300, 2)?;
+    let daemon = s.start()?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(60))?;
+    // 100 KiB on the change topic, QoS 1, for the persistent session.
+    let status = std::process::Command::new(mosquitto_pub_binary()?)
+        .args(["-p", &s.broker.port.to_string(), "-q", "1"])
+        .args(["-t", &format!("leitsystem/v1/{SITE}/bookings/change")])
+        .args(["-m", &format!("{{\"pad\":\"{}\"}}", "x".repeat(100 * 1024))])
+        .status()?;
+    assert!(status.success(), "mosquitto_pub failed");
+    // A service this appliance does not have: the website counts the booking, so must we.
+    s.change("BK-1-000010", &["--service", "no-such-service"])?;
+    s.change("BK-1-000020", &[])?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
+    assert!(view.state.mismatched_days.is_empty(), "{view:#?}");
+    assert_eq!(view.state.malformed, 1, "the oversized message: {view:#?}");
+    assert_eq!(view.state.bookings_refused, 1, "{view:#?}");
+    let stored = versions(&all_events(&daemon)?);
+    assert_eq!(stored["BK-1-000010"].0, 2);
+    assert_eq!(stored["BK-1-000010"].1, BookingStatus::Refused);
+    assert_eq!(
+        stored["BK-1-000020"].0, 2,
+        "the change after both was applied"
+    );
+    // Its deletion is taken; later changes of its day go on matching.
+    s.change("BK-1-000010", &["--status", "deleted"])?;
+    s.change("BK-1-000030", &[])?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
+    let stored = versions(&all_events(&daemon)?);
+    assert_eq!(stored["BK-1-000010"].1, BookingStatus::Deleted);
+    assert_eq!(stored["BK-1-000030"].0, 2);
+    assert_eq!(view.state.bookings_refused, 1, "refused once: {view:#?}");
+    // The first connection, and one that takes the oversized message to drop it.
+    assert_eq!(
+        view.state.connections,
+        2,
+        "connections:\n{}",
+        daemon.log_tail()
+    );
+    let log = std::fs::read_to_string(&daemon.log)?;
+    assert_eq!(
+        log.matches("stored as refused").count(),
+        1,
+        "one refusal logged:\n{}",
+        daemon.log_tail()
+    );
+    assert_consistent(&daemon)?;
+    daemon.terminate()?;
+    Ok(())
+}
+
 /// A website-side subscriber of the events: persistent session, QoS 1; records every seq it
 /// receives (duplicates included), in arrival order. Its broker queue is the stock one
 /// (`max_queued_messages` 1000): the appliance must not outrun it.

@@ -236,6 +236,156 @@ fn a_double_next_on_the_button_box_calls_once_and_park_resume_next_brings_the_vi
     Ok(())
 }
 
+/// The print jobs a sim printer wrote into `dir`, by ticket number (one entry per job).
+fn printed_numbers(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut numbers = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(numbers);
+    };
+    for entry in entries {
+        let body = std::fs::read_to_string(entry?.path())?;
+        let ticket: serde_json::Value = serde_json::from_str(&body)?;
+        if let Some(n) = ticket["number"].as_str() {
+            numbers.push(n.to_string());
+        }
+    }
+    numbers.sort();
+    Ok(numbers)
+}
+
+/// Regression: with two printers every ticket went to both, the last outcome won, and any
+/// successful print reprinted "failed" tickets on all printers (A-002 printed six times while
+/// the other printer was down; another ticket never reached it).
+#[test]
+fn two_terminals_each_print_their_own_tickets_once_even_while_the_other_printer_is_out()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scan_a, scan_b) = (free_port()?, free_port()?);
+    let terminal = |name: &str, port: u16| {
+        format!(
+            r#"
+[[device]]
+id = "scanner-{name}"
+plugin = "libleitsystem_sim.so"
+role = "scanner"
+terminal = "{name}"
+options = {{ port = {port} }}
+
+[[device]]
+id = "printer-{name}"
+plugin = "libleitsystem_sim.so"
+role = "printer"
+terminal = "{name}"
+options = {{ dir = "${{data_dir}}/printed-{name}", paper_out_file = "${{data_dir}}/paper-out-{name}" }}
+"#
+        )
+    };
+    let devices = format!("{}{}", terminal("a", scan_a), terminal("b", scan_b));
+    let config = write_config_with_devices(dir.path(), &data, &devices)?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    for (booking, port) in [("B-1", scan_a), ("B-2", scan_b)] {
+        book(&daemon, booking, "meldung")?;
+        wait_for("the scanner", Duration::from_secs(10), || {
+            Ok(device_line(port, booking).ok())
+        })?;
+    }
+    wait_for("both tickets printed", Duration::from_secs(10), || {
+        Ok((printed_numbers(&data.join("printed-a"))?.len()
+            + printed_numbers(&data.join("printed-b"))?.len()
+            == 2)
+            .then_some(()))
+    })?;
+    assert_eq!(printed_numbers(&data.join("printed-a"))?, ["M-001"]);
+    assert_eq!(printed_numbers(&data.join("printed-b"))?, ["M-002"]);
+    // Printer b runs out of paper; a visitor at b gets a failed print, a at a prints on.
+    std::fs::write(data.join("paper-out-b"), "")?;
+    wait_for("paper out reported", Duration::from_secs(10), || {
+        Ok((device(&daemon, "printer-b")?.paper.as_deref() == Some("out")).then_some(()))
+    })?;
+    book(&daemon, "B-3", "meldung")?;
+    device_line(scan_b, "B-3")?;
+    wait_for("the failed print", Duration::from_secs(10), || {
+        Ok((device(&daemon, "printer-b")?.print_failures == 1).then_some(()))
+    })?;
+    for booking in ["B-4", "B-5"] {
+        book(&daemon, booking, "meldung")?;
+        device_line(scan_a, booking)?;
+    }
+    wait_for("a prints on", Duration::from_secs(10), || {
+        Ok((printed_numbers(&data.join("printed-a"))?.len() == 3).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        printed_numbers(&data.join("printed-a"))?,
+        ["M-001", "M-004", "M-005"],
+        "a printed its own tickets once, none of b's"
+    );
+    assert_eq!(printed_numbers(&data.join("printed-b"))?, ["M-002"]);
+    assert_consistent(&daemon)?;
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
+/// Regression: a job that never reached the printer (a full queue, a restarting driver, a
+/// printer switched off mid-job) left its ticket "pending" for good: no paper, no reprint.
+#[test]
+fn a_print_job_nobody_answers_is_shown_failed_and_reprinted_when_the_printer_is_back()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let devices = r#"
+[[device]]
+id = "printer"
+plugin = "libleitsystem_sim.so"
+role = "printer"
+options = { dir = "${data_dir}/printed", offline_file = "OFFLINE" }
+"#;
+    let offline = dir.path().join("offline");
+    let devices = devices.replace("OFFLINE", &offline.display().to_string());
+    let config = write_config_with_devices(dir.path(), &data, &devices)?;
+    let text = std::fs::read_to_string(&config)?.replacen(
+        "[plugins]\n",
+        "[plugins]\nprint_answer_seconds = 2\n",
+        1,
+    );
+    std::fs::write(&config, text)?;
+    std::fs::write(&offline, "")?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    execute(
+        &daemon,
+        Command::WalkIn {
+            service: ServiceId::new("ausweis"),
+            priority: 1,
+        },
+    )?;
+    let failed = wait_for(
+        "the print to count as failed",
+        Duration::from_secs(15),
+        || {
+            let state = request(&daemon, &ControlRequest::State)?
+                .state
+                .context("state")?;
+            Ok(state
+                .tickets
+                .into_iter()
+                .find(|t| t.number.as_str() == "A-001")
+                .and_then(|t| match t.print {
+                    leitsystem::domain::PrintState::Failed { reason, .. } => Some(reason),
+                    _ => None,
+                }))
+        },
+    )?;
+    assert!(failed.contains("no answer"), "{failed}");
+    assert!(printed_numbers(&data.join("printed"))?.is_empty());
+    std::fs::remove_file(&offline)?;
+    wait_for("the reprint", Duration::from_secs(15), || {
+        Ok((printed_numbers(&data.join("printed"))? == ["A-001"]).then_some(()))
+    })?;
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
 #[test]
 fn broken_plugins_are_refused_clearly_and_the_other_devices_keep_working() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -590,6 +590,12 @@ async fn outbox_task(
 ) {
     let mut persisted = cursor;
     let mut last_persist = Instant::now();
+    // A message must fit the packet limit too (rumqttc refuses to send a larger one and drops
+    // the connection): topic, header and packet id on top of the payload.
+    let max_message_bytes = ctx
+        .max_packet_bytes
+        .saturating_sub(ctx.topics.events().len() + 16)
+        .clamp(1, contract::MAX_EVENT_MESSAGE_BYTES);
     // Acknowledged messages beyond the cursor: first seq -> last seq.
     let mut acked_above: BTreeMap<u64, u64> = BTreeMap::new();
     'session: loop {
@@ -683,7 +689,7 @@ async fn outbox_task(
                         &ctx.site,
                         &records,
                         contract::EVENTS_PER_MESSAGE,
-                        contract::MAX_EVENT_MESSAGE_BYTES,
+                        max_message_bytes,
                     );
                     drop(records);
                     for batch in batches {

@@ -8,11 +8,14 @@
 //! - **printer**: writes each `print` job to `<dir>/<job>.json`. While the file named by
 //!   `paper_out_file` exists the paper is out: jobs fail with a clear reason and the status is
 //!   reported; the switch is watched, so when the file goes away the cleared status is
-//!   reported at once (and the daemon reprints what failed).
+//!   reported at once (and the daemon reprints what failed). While the file named by
+//!   `offline_file` exists the printer is switched off: jobs are lost without an answer (as
+//!   with a printer that loses power mid-job) and it reports itself offline; when the file
+//!   goes away it reports itself online again.
 //! - **display**: writes the latest display state to `<file>` (atomically: temp file + rename).
 //!
 //! Options (in the device's `options`): `port` (scanner, buttons; 0 = any free port, the bound
-//! port is logged), `dir` and `paper_out_file` (printer), `file` (display).
+//! port is logged), `dir`, `paper_out_file` and `offline_file` (printer), `file` (display).
 //!
 //! Threads are started with [`Host::spawn`] (a panic becomes a `failed` message) and stopped in
 //! [`Driver::stop`]; listeners poll a stop flag every 20 ms, so `destroy` returns promptly.
@@ -42,12 +45,14 @@ pub struct SimDevice {
     printer: Option<PrinterOptions>,
     display_file: Option<PathBuf>,
     paper_out: Arc<AtomicBool>,
+    offline: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
 struct PrinterOptions {
     dir: PathBuf,
     paper_out_file: Option<PathBuf>,
+    offline_file: Option<PathBuf>,
 }
 
 fn option_str(config: &DeviceConfig, key: &str) -> Option<String> {
@@ -75,6 +80,7 @@ impl Driver for SimDevice {
             printer: None,
             display_file: None,
             paper_out: Arc::new(AtomicBool::new(false)),
+            offline: Arc::new(AtomicBool::new(false)),
         };
         match config.role {
             Role::Scanner | Role::Buttons => {
@@ -116,20 +122,42 @@ impl Driver for SimDevice {
                 device.printer = Some(PrinterOptions {
                     dir,
                     paper_out_file: option_str(&config, "paper_out_file").map(PathBuf::from),
+                    offline_file: option_str(&config, "offline_file").map(PathBuf::from),
                 });
                 device.report_paper(true);
-                if let Some(switch) = device
-                    .printer
-                    .as_ref()
-                    .and_then(|p| p.paper_out_file.clone())
+                let switches = device.printer.as_ref().map(|p| {
+                    (
+                        p.paper_out_file.clone().unwrap_or_default(),
+                        p.offline_file.clone().unwrap_or_default(),
+                    )
+                });
+                if let Some((paper_switch, offline_switch)) =
+                    switches.filter(|(p, o)| !p.as_os_str().is_empty() || !o.as_os_str().is_empty())
                 {
-                    let (host, stop, paper_out) =
-                        (device.host, device.stop.clone(), device.paper_out.clone());
+                    let (host, stop, paper_out, offline) = (
+                        device.host,
+                        device.stop.clone(),
+                        device.paper_out.clone(),
+                        device.offline.clone(),
+                    );
                     let thread = device
                         .host
                         .spawn(&format!("sim-{}", config.id), move || {
                             while !stop.load(Ordering::Relaxed) {
-                                check_paper(&host, &switch, &paper_out, false);
+                                let off = !offline_switch.as_os_str().is_empty()
+                                    && offline_switch.exists();
+                                if offline.swap(off, Ordering::Relaxed) != off {
+                                    host.emit(&PluginMessage::PrinterStatus {
+                                        paper: if paper_out.load(Ordering::Relaxed) {
+                                            Paper::Out
+                                        } else {
+                                            Paper::Ok
+                                        },
+                                        cover_open: false,
+                                        online: !off,
+                                    });
+                                }
+                                check_paper(&host, &paper_switch, &paper_out, false);
                                 std::thread::sleep(POLL * 5);
                             }
                         })
@@ -147,6 +175,10 @@ impl Driver for SimDevice {
     fn handle(&mut self, message: HostMessage) -> Result<(), String> {
         match (message, self.role) {
             (HostMessage::Print { job, document }, Role::Printer) => {
+                if self.offline.load(Ordering::Relaxed) {
+                    // Switched off: the job is lost, nobody answers.
+                    return Ok(());
+                }
                 self.report_paper(false);
                 if self.paper_out.load(Ordering::Relaxed) {
                     self.host.emit(&PluginMessage::PrintFailed {
