@@ -64,7 +64,14 @@ pub fn refusal_text(code: &str) -> (Bilingual, Bilingual) {
         "Please ask at the reception desk.",
     );
     let (reason, advice) = match code {
-        "unknown_booking" | "booking_not_accepted" => (
+        "booking_not_accepted" => (
+            (
+                "Dieser Termin kann hier nicht angenommen werden.",
+                "This appointment cannot be taken here.",
+            ),
+            ask,
+        ),
+        "unknown_booking" => (
             (
                 "Diesen Termin kennen wir nicht.",
                 "We cannot find this appointment.",

@@ -328,6 +328,20 @@ pub fn execute(daemon: &Daemon, command: EngineCommand) -> anyhow::Result<Outcom
     response.outcome.context("no outcome in the answer")
 }
 
+/// Pulls a walk-in ticket for `service` (priority 1); returns its call number.
+pub fn walk_in(daemon: &Daemon, service: &str) -> anyhow::Result<String> {
+    match execute(
+        daemon,
+        EngineCommand::WalkIn {
+            service: ServiceId::new(service),
+            priority: 1,
+        },
+    )? {
+        Outcome::TicketIssued { ticket, .. } => Ok(ticket.to_string()),
+        other => bail!("walk-in answered {other:?}"),
+    }
+}
+
 /// Device health as `leitsystemd ctl devices` shows it.
 pub fn devices(daemon: &Daemon) -> anyhow::Result<Vec<DeviceHealth>> {
     let response = request(daemon, &ControlRequest::Devices)

@@ -17,7 +17,7 @@ use leitsystem::sync::contract::EventBatch;
 use leitsystem::sync::sim::{Message, SimState};
 use leitsystem_tests::daemon::{
     Daemon, all_events, assert_consistent, daemon_binary, execute, free_port, http_get, request,
-    wait_for, write_demo_config,
+    wait_for, walk_in, write_demo_config,
 };
 use leitsystem_tests::mosquitto::{Mosquitto, TestPki, mosquitto_pub_binary, password_listener};
 
@@ -260,13 +260,7 @@ fn fresh_appliance_gets_50000_bookings_from_a_stock_broker_and_repairs_a_gap() -
         if !syncing && calls_during_sync > 0 {
             break;
         }
-        execute(
-            &daemon,
-            Command::WalkIn {
-                service: ServiceId::new("ausweis"),
-                priority: 1,
-            },
-        )?;
+        walk_in(&daemon, "ausweis")?;
         let Outcome::Called { ticket, .. } =
             execute(&daemon, Command::CallNext { desk: desk.clone() })?
         else {
@@ -614,13 +608,7 @@ fn broker_restart_mid_load_every_booking_once_every_event_once_by_seq() -> anyho
     s.broker.stop()?;
     // Check-ins keep working without the broker.
     for _ in 0..5 {
-        execute(
-            &daemon,
-            Command::WalkIn {
-                service: ServiceId::new("ausweis"),
-                priority: 1,
-            },
-        )?;
+        walk_in(&daemon, "ausweis")?;
     }
     wait_for("the sync to notice", Duration::from_secs(30), || {
         Ok((!sync_view(&daemon)?.state.connected).then_some(()))

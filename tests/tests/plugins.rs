@@ -13,7 +13,7 @@ use leitsystem::domain::{Command, DeskId, ServiceId};
 use leitsystem::plugin_host::DeviceState;
 use leitsystem_tests::daemon::{
     Daemon, assert_consistent, book, build_dir, compile_c_plugin, daemon_binary, device,
-    device_line, devices, execute, free_port, request, sim_scanner, wait_for,
+    device_line, devices, execute, free_port, request, sim_scanner, wait_for, walk_in,
     write_config_with_devices,
 };
 
@@ -177,13 +177,7 @@ fn a_double_next_on_the_button_box_calls_once_and_park_resume_next_brings_the_vi
     let config = write_config_with_devices(dir.path(), &data, &sim_devices(scanner, buttons))?;
     let daemon = Daemon::start(&config, &data, &[])?;
     for _ in 0..2 {
-        execute(
-            &daemon,
-            Command::WalkIn {
-                service: ServiceId::new("ausweis"),
-                priority: 1,
-            },
-        )?;
+        walk_in(&daemon, "ausweis")?;
     }
     wait_for("the button box to listen", Duration::from_secs(10), || {
         Ok(device_line(buttons, "1 open").ok())
@@ -352,13 +346,7 @@ options = { dir = "${data_dir}/printed", offline_file = "OFFLINE" }
     std::fs::write(&config, text)?;
     std::fs::write(&offline, "")?;
     let daemon = Daemon::start(&config, &data, &[])?;
-    execute(
-        &daemon,
-        Command::WalkIn {
-            service: ServiceId::new("ausweis"),
-            priority: 1,
-        },
-    )?;
+    walk_in(&daemon, "ausweis")?;
     let failed = wait_for(
         "the print to count as failed",
         Duration::from_secs(15),

@@ -389,10 +389,8 @@ async fn connection_task(
     // `mqtt.max_packet_bytes`. rumqttc drops the connection on a larger packet, and the broker
     // redelivers it after every reconnect (persistent session): one oversized message stopped
     // the sync for good. So the next connection accepts it once, to acknowledge and drop it.
-    let (configured_incoming, configured_outgoing) = (
-        eventloop.mqtt_options.max_packet_size(),
-        eventloop.mqtt_options.max_packet_size(),
-    );
+    // (The same limit applies to what we send.)
+    let configured = eventloop.mqtt_options.max_packet_size();
     let mut accepting_oversized = false;
     loop {
         let polled = tokio::select! {
@@ -425,12 +423,12 @@ async fn connection_task(
                 // The packet's remaining length, as rumqttc measures it against the limit.
                 let packet_id = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
                 let size = 2 + publish.topic.len() + packet_id + publish.payload.len();
-                let oversized = (size > configured_incoming).then_some(size);
+                let oversized = (size > configured).then_some(size);
                 if let Some(size) = oversized {
                     tracing::error!(
                         topic = %publish.topic,
                         size,
-                        limit = configured_incoming,
+                        limit = configured,
                         "dropped a message larger than mqtt.max_packet_bytes (acknowledged, \
                          counted as malformed)"
                     );
@@ -439,7 +437,7 @@ async fn connection_task(
                         accepting_oversized = false;
                         eventloop
                             .mqtt_options
-                            .set_max_packet_size(configured_incoming, configured_outgoing);
+                            .set_max_packet_size(configured, configured);
                     }
                 }
                 let kib = u32::try_from(publish.payload.len() / 1024)
@@ -489,14 +487,14 @@ async fn connection_task(
                 {
                     tracing::warn!(
                         size,
-                        limit = configured_incoming,
+                        limit = configured,
                         "the broker sent a message larger than mqtt.max_packet_bytes; the next \
                          connection takes it once to drop it"
                     );
                     accepting_oversized = true;
                     eventloop
                         .mqtt_options
-                        .set_max_packet_size(*size + 16, configured_outgoing);
+                        .set_max_packet_size(*size + 16, configured);
                 }
                 forget_connection(&mut eventloop, &ctx.wire);
                 let _ = connected.send(None);
