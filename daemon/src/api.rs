@@ -30,7 +30,7 @@ use crate::catalog::Catalog;
 use crate::daemon::{EngineHandle, ExecuteError};
 use crate::display::Bilingual;
 use crate::domain::{
-    Command, CommandRequest, DeskId, Event, ForwardTarget, Outcome, PrintState, ServiceId, Ticket,
+    Command, CommandRequest, DeskId, ForwardTarget, Outcome, PrintState, ServiceId, Ticket,
     TicketNumber, TicketOrigin, TicketState,
 };
 use crate::kiosk::ScanFeed;
@@ -98,6 +98,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/stats", Access::Admin),
     route("GET", "/plugins", Access::Admin),
     route("GET", "/alarms", Access::Admin),
+    route("GET", "/clock", Access::Admin),
+    route("POST", "/clock/confirm", Access::Admin),
 ];
 
 /// The desk actions of `POST /desks/{desk}/{action}`.
@@ -529,6 +531,14 @@ pub async fn handle(
             json_reply(StatusCode::OK, &json!({ "plugins": plugins }))
         }
         "/alarms" => alarms(&ctx).await,
+        "/clock" => match ctx.engine.state_view().await {
+            Ok(view) => json_reply(
+                StatusCode::OK,
+                &crate::clock::hold_json(&ctx.api.catalog.calendar, view.clock_hold.as_ref()),
+            ),
+            Err(_) => unavailable(),
+        },
+        "/clock/confirm" => run(&ctx, source, request_id, Command::ConfirmClock).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such API route"),
     }
 }
@@ -987,28 +997,21 @@ async fn alarms(ctx: &Ctx) -> warp::reply::Response {
     let Ok(view) = ctx.engine.state_view().await else {
         return unavailable();
     };
-    let from = view.last_seq.saturating_sub(20_000).max(1);
-    let Ok(events) = ctx.engine.events(from, 20_001).await else {
-        return unavailable();
-    };
-    let today = catalog
-        .calendar
-        .day_of(crate::clock::Clock::now(&crate::clock::SystemClock));
-    let list: Vec<Value> = events
+    // Today's alarms are a view the engine keeps (cleared when the day starts), newest first.
+    let list: Vec<Value> = view
+        .alarms
         .iter()
-        .filter(|r| catalog.calendar.day_of(r.at) == today)
-        .filter_map(|r| match &r.event {
-            Event::SilentAlarm { desk } => Some(json!({
-                "desk": desk,
-                "desk_label": catalog.desks.get(desk).map(|d| text(&d.label)),
-                "at": r.at,
-                "at_local": catalog.calendar.local_hhmm(r.at),
-                "source": r.source,
-                "seq": r.seq,
-            })),
-            _ => None,
-        })
         .rev()
+        .map(|a| {
+            json!({
+                "desk": a.desk,
+                "desk_label": catalog.desks.get(&a.desk).map(|d| text(&d.label)),
+                "at": a.at,
+                "at_local": catalog.calendar.local_hhmm(a.at),
+                "source": a.source,
+                "seq": a.seq,
+            })
+        })
         .collect();
     json_reply(StatusCode::OK, &json!({ "alarms": list }))
 }

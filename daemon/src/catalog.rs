@@ -77,6 +77,9 @@ pub struct Policy {
     /// A "next" this soon after the desk's last call repeats the call instead of finishing
     /// the visitor (0 = off).
     pub repeat_next_within: Millis,
+    /// A wall-clock step larger than this against the monotonic clock is a jump
+    /// (see [`crate::clock::ClockGuard`]).
+    pub clock_jump: Millis,
     /// Days personal data is kept after the appointment's day.
     pub personal_data_retention_days: u32,
 }
@@ -93,6 +96,7 @@ impl Default for Policy {
             no_show_requeue_delay: 5 * MINUTE,
             max_calls: 2,
             repeat_next_within: 5_000,
+            clock_jump: 300_000,
             personal_data_retention_days: 0,
         }
     }
@@ -140,6 +144,7 @@ impl Catalog {
             no_show_requeue_delay: minutes(&p.no_show_requeue_delay_minutes),
             max_calls: u32::try_from(*p.max_calls.get_ref()).unwrap_or(1).max(1),
             repeat_next_within: *p.repeat_next_within_seconds.get_ref() * 1_000,
+            clock_jump: *p.clock_jump_seconds.get_ref() * 1_000,
             personal_data_retention_days: u32::try_from(*p.personal_data_retention_days.get_ref())
                 .unwrap_or(0),
         };

@@ -364,6 +364,11 @@ pub struct PolicyConfig {
     /// (answers with the called ticket, changes nothing): a bouncing button or a double click
     /// must not finish a visitor who was never served. 0 turns it off.
     pub repeat_next_within_seconds: Spanned<i64>,
+    /// The wall clock "jumped" when it moved this many seconds more or less than the
+    /// monotonic clock between two readings. A jump into another day, or backwards, is held:
+    /// the engine keeps counting on the monotonic clock until an admin confirms the new time
+    /// (`/admin`, `leitsystemd ctl confirm-clock`) or the clock comes back by itself.
+    pub clock_jump_seconds: Spanned<i64>,
     /// Personal data is erased this many days after the appointment's day (0 = at the end of
     /// that day).
     pub personal_data_retention_days: Spanned<i64>,
@@ -382,6 +387,7 @@ impl Default for PolicyConfig {
             no_show_requeue_delay_minutes: n(5),
             max_calls: n(2),
             repeat_next_within_seconds: n(5),
+            clock_jump_seconds: n(300),
             personal_data_retention_days: n(0),
         }
     }
@@ -810,6 +816,13 @@ fn validate(config: &Config) -> Vec<Problem> {
         &p.repeat_next_within_seconds,
         0,
         600,
+        &mut out,
+    );
+    check_range(
+        "clock_jump_seconds",
+        &p.clock_jump_seconds,
+        10,
+        86_400,
         &mut out,
     );
     check_range(

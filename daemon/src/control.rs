@@ -94,6 +94,12 @@ pub struct StateView {
     pub waiting: BTreeMap<String, u32>,
     /// Estimated wait per service in minutes.
     pub estimated_wait_minutes: BTreeMap<String, u32>,
+    /// Today's silent alarms, oldest first.
+    #[serde(default)]
+    pub alarms: Vec<crate::engine::AlarmRecord>,
+    /// A wall-clock jump the engine does not follow until an admin confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_hold: Option<crate::clock::ClockHold>,
 }
 
 /// A response on the control socket.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
-use crate::clock::{Clock, MINUTE, SystemClock};
+use crate::clock::{Clock, ClockGuard, MINUTE, SystemClock};
 use crate::config::Config;
 use crate::control::{self, StateView};
 use crate::domain::{Command, CommandError, CommandRequest, EventRecord};
@@ -452,6 +452,10 @@ fn engine_loop(
 ) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
     let mut witnessed = (engine.state().last_seq, std::time::Instant::now());
+    let mut guard = ClockGuard::new(
+        engine.catalog().policy.clock_jump,
+        engine.catalog().calendar.clone(),
+    );
     while let Some(first) = rx.blocking_recv() {
         let weight = |m: &EngineMessage| match m {
             EngineMessage::ExecuteMany { requests, .. } => requests.len().max(1),
@@ -473,13 +477,21 @@ fn engine_loop(
         for message in batch.drain(..) {
             match message {
                 EngineMessage::Execute { request, reply } => {
-                    let result = execute_logged(&mut engine, &request, clock.now(), false);
+                    let result = match time_for(&mut guard, clock.as_ref(), &request) {
+                        Ok(now) => execute_logged(&mut engine, &request, now, false),
+                        Err(refused) => Err(refused.into()),
+                    };
                     answers.push(Answer::One(reply, result));
                 }
                 EngineMessage::ExecuteMany { requests, reply } => {
                     let results: Vec<ExecuteResult> = requests
                         .iter()
-                        .map(|request| execute_logged(&mut engine, request, clock.now(), true))
+                        .map(
+                            |request| match time_for(&mut guard, clock.as_ref(), request) {
+                                Ok(now) => execute_logged(&mut engine, request, now, true),
+                                Err(refused) => Err(refused.into()),
+                            },
+                        )
                         .collect();
                     tracing::debug!(
                         commands = results.len(),
@@ -528,7 +540,9 @@ fn engine_loop(
         for query in queries {
             match query {
                 EngineMessage::State { reply } => {
-                    let _ = reply.send(state_view(&engine));
+                    let mut view = state_view(&engine);
+                    view.clock_hold = guard.hold().cloned();
+                    let _ = reply.send(view);
                 }
                 EngineMessage::Queues { reply } => {
                     let view = state_queues(&engine);
@@ -580,6 +594,24 @@ fn engine_loop(
             tracing::error!(error = %e, "engine stopped, but the store did not close cleanly")
         }
     }
+}
+
+/// The time to execute `request` at: the guard's engine time; a `confirm_clock` first ends
+/// the guard's hold (refused when nothing is held).
+fn time_for(
+    guard: &mut ClockGuard,
+    clock: &dyn Clock,
+    request: &CommandRequest,
+) -> Result<crate::clock::Millis, CommandError> {
+    if matches!(request.command, Command::ConfirmClock) {
+        let hold = guard.confirm().ok_or(CommandError::NoClockJump)?;
+        tracing::warn!(
+            by = %request.source,
+            offset_seconds = hold.offset_seconds(),
+            "the new wall-clock time was confirmed; the engine follows it"
+        );
+    }
+    Ok(guard.engine_time(clock.now(), std::time::Instant::now()))
 }
 
 /// An outcome waiting for its commit.
@@ -684,6 +716,8 @@ fn state_view_without_tickets(engine: &Engine) -> StateView {
         day: state.day.map(|d| d.to_string()),
         last_seq: state.last_seq,
         tickets: Vec::new(),
+        alarms: state.alarms.clone(),
+        clock_hold: None,
         desks: state.desks.values().cloned().collect(),
         waiting: engine
             .catalog()

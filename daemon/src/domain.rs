@@ -505,6 +505,9 @@ pub enum Command {
     },
     /// Let time pass: closes the service day when it has ended. Sent by the scheduler.
     Tick,
+    /// An admin accepts the wall clock's time after a jump the engine held (see
+    /// [`crate::clock::ClockGuard`]); then time passes as for [`Command::Tick`].
+    ConfirmClock,
     /// The silent alarm of a desk (staff safety): recorded in the log, shown to admins, never
     /// on a public display. Changes no queue.
     SilentAlarm {
@@ -543,6 +546,7 @@ impl Command {
             Command::RecordPrint { .. } => "record_print",
             Command::Reprint { .. } => "reprint",
             Command::Tick => "tick",
+            Command::ConfirmClock => "confirm_clock",
             Command::SilentAlarm { .. } => "silent_alarm",
         }
     }
@@ -914,6 +918,9 @@ pub enum CommandError {
         /// The desk.
         desk: DeskId,
     },
+    /// `confirm_clock` while the engine follows the wall clock: there is nothing to confirm.
+    #[error("the clock did not jump: there is nothing to confirm")]
+    NoClockJump,
     /// The desk has no parked visitor to resume.
     #[error("no parked visitor at desk '{desk}'")]
     NothingParked {
@@ -1022,6 +1029,7 @@ impl CommandError {
             CommandError::WrongTicketState { .. } => "wrong_ticket_state",
             CommandError::NothingWaiting { .. } => "nothing_waiting",
             CommandError::NothingParked { .. } => "nothing_parked",
+            CommandError::NoClockJump => "no_clock_jump",
             CommandError::ServiceNotServed { .. } => "service_not_served",
             CommandError::BookingCancelled { .. } => "booking_cancelled",
             CommandError::BookingNotAccepted { .. } => "booking_not_accepted",

@@ -60,6 +60,21 @@ pub struct State {
     pub counters: BTreeMap<String, u32>,
     /// Measured service times.
     pub stats: BTreeMap<ServiceId, ServiceStats>,
+    /// Today's silent alarms, oldest first.
+    pub alarms: Vec<AlarmRecord>,
+}
+
+/// One silent alarm of today (a view of its `silent_alarm` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    /// Seq of the event.
+    pub seq: u64,
+    /// When it was raised.
+    pub at: Millis,
+    /// The desk in danger.
+    pub desk: DeskId,
+    /// The input it came from (`web:clerk1`, `plugin:buttons`, ...).
+    pub source: String,
 }
 
 /// The part of the state that is not per-entity (written on every commit).
@@ -75,6 +90,9 @@ pub struct Meta {
     pub counters: BTreeMap<String, u32>,
     /// See [`State::stats`].
     pub stats: BTreeMap<ServiceId, ServiceStats>,
+    /// See [`State::alarms`] (absent in stores written before it existed).
+    #[serde(default)]
+    pub alarms: Vec<AlarmRecord>,
 }
 
 /// What the store loaded: the views and today's answered requests.
@@ -187,6 +205,7 @@ impl State {
             last_seq: self.last_seq,
             counters: self.counters.clone(),
             stats: self.stats.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
@@ -284,6 +303,7 @@ impl State {
                 }
                 self.tickets.clear();
                 self.counters.clear();
+                self.alarms.clear();
                 for stats in self.stats.values_mut() {
                     stats.served_today = 0;
                     stats.service_ms_today = 0;
@@ -495,8 +515,12 @@ impl State {
                 }
                 touched.tickets.insert(ticket.clone());
             }
-            // Only in the log: no view changes.
-            Event::SilentAlarm { .. } => {}
+            Event::SilentAlarm { desk } => self.alarms.push(AlarmRecord {
+                seq: record.seq,
+                at,
+                desk: desk.clone(),
+                source: record.source.clone(),
+            }),
         }
     }
 
@@ -562,6 +586,7 @@ impl Engine {
                 .collect(),
             counters: meta.counters,
             stats: meta.stats,
+            alarms: meta.alarms,
         };
         state.add_missing_desks(&catalog);
         Self::with_state(catalog, state, loaded.requests.into_iter().collect())
@@ -833,7 +858,7 @@ impl Engine {
     fn decide(&self, command: &Command, now: Millis) -> Result<Decided, CommandError> {
         let policy = &self.catalog.policy;
         match command {
-            Command::Tick => Ok(Decided::outcome(Outcome::Unchanged)),
+            Command::Tick | Command::ConfirmClock => Ok(Decided::outcome(Outcome::Unchanged)),
             Command::WalkIn { service, priority } => {
                 check_priority(*priority)?;
                 let ticket = self.new_ticket(
@@ -1743,6 +1768,7 @@ fn diff_states(a_name: &str, a: &State, b_name: &str, b: &State) -> Vec<String> 
         ("bookings", json_of(&a.bookings), json_of(&b.bookings)),
         ("counters", json_of(&a.counters), json_of(&b.counters)),
         ("stats", json_of(&a.stats), json_of(&b.stats)),
+        ("alarms", json_of(&a.alarms), json_of(&b.alarms)),
     ] {
         if x != y {
             out.push(format!(

@@ -365,6 +365,9 @@ enum CtlAction {
         /// Ticket number.
         ticket: String,
     },
+    /// Accept the wall clock's new time after a jump the daemon held (see `state`'s
+    /// `clock_hold`): the service day then follows the clock again.
+    ConfirmClock,
     /// Show today's tickets, desks and waits.
     State,
     /// Show the health of every device.
@@ -824,6 +827,7 @@ fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode
             booking: BookingId::new(booking),
             version,
         },
+        CtlAction::ConfirmClock => Command::ConfirmClock,
     };
     ctl_send(
         socket,

@@ -520,10 +520,28 @@ async fn display_socket(socket: warp::ws::WebSocket, state: WebState) {
 async fn healthz(state: WebState) -> impl warp::Reply {
     let answer = tokio::time::timeout(Duration::from_secs(2), state.engine.state_view()).await;
     match answer {
-        Ok(Ok(view)) => warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"status": "ok", "last_seq": view.last_seq})),
-            StatusCode::OK,
-        ),
+        Ok(Ok(view)) => {
+            let calendar = state
+                .api
+                .as_ref()
+                .map_or_else(crate::clock::Calendar::berlin, |api| {
+                    api.catalog.calendar.clone()
+                });
+            // A held clock jump needs an admin, but the appliance works on: still 200.
+            let status = if view.clock_hold.is_some() {
+                "clock_jump_held"
+            } else {
+                "ok"
+            };
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({
+                    "status": status,
+                    "last_seq": view.last_seq,
+                    "clock": crate::clock::hold_json(&calendar, view.clock_hold.as_ref()),
+                })),
+                StatusCode::OK,
+            )
+        }
         _ => warp::reply::with_status(
             warp::reply::json(&serde_json::json!({"status": "engine not answering"})),
             StatusCode::SERVICE_UNAVAILABLE,

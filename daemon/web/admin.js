@@ -26,9 +26,9 @@
   }
 
   async function refresh() {
-    const [presence, devices, stats, plugins, alarms] = await Promise.all([
+    const [presence, devices, stats, plugins, alarms, clock] = await Promise.all([
       api("GET", "/presence"), api("GET", "/devices"), api("GET", "/stats"),
-      api("GET", "/plugins"), api("GET", "/alarms"),
+      api("GET", "/plugins"), api("GET", "/alarms"), api("GET", "/clock"),
     ]);
     if (presence.status === 401) {
       window.location.reload();
@@ -77,7 +77,27 @@
         a.at_local + " – " + (a.desk_label ? a.desk_label.de : a.desk) + " (" + a.source + ")"))
         : [el("li", null, "Keine · None")]));
     }
+    if (clock.status === 200) {
+      const held = clock.body.held === true;
+      byId("clock-section").hidden = !held;
+      if (held) {
+        byId("clock-wall").textContent = clock.body.wall_local;
+        byId("clock-wall-en").textContent = clock.body.wall_local;
+        byId("clock-engine").textContent = clock.body.engine_local;
+        byId("clock-engine-en").textContent = clock.body.engine_local;
+      }
+    }
     document.body.dataset.refreshed = String(Date.now());
+  }
+
+  async function confirmClock() {
+    const button = byId("clock-confirm");
+    button.disabled = true;
+    const answer = await api("POST", "/clock/confirm");
+    byId("clock-message").textContent = answer.status === 200 ? ""
+      : (answer.body && answer.body.message) || ("HTTP " + answer.status);
+    button.disabled = false;
+    refresh();
   }
 
   function start(user) {
@@ -96,6 +116,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     byId("logout").addEventListener("click", logout);
     byId("print").addEventListener("click", () => window.print());
+    byId("clock-confirm").addEventListener("click", confirmClock);
     login(start);
   });
 })();

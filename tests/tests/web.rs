@@ -283,16 +283,20 @@ fn an_open_display_stays_flat_in_memory_over_ten_thousand_calls() -> anyhow::Res
     for _ in 0..4 {
         for i in 0..round {
             // Desk 4 serves every service; three prefixes keep the numbers below 10,000.
-            walk_in_and_call(&daemon, services[i % 3], "4")?;
+            let desk = DeskId::new("4");
+            execute(
+                &daemon,
+                Command::WalkIn {
+                    service: ServiceId::new(services[i % 3]),
+                    priority: 1,
+                },
+            )?;
+            execute(&daemon, Command::CallNext { desk: desk.clone() })?;
             if i % 10 == 0 {
                 // A recall now and then: the gong path too.
-                execute(
-                    &daemon,
-                    Command::Recall {
-                        desk: DeskId::new("4"),
-                    },
-                )?;
+                execute(&daemon, Command::Recall { desk: desk.clone() })?;
             }
+            execute(&daemon, Command::StartService { desk })?;
             calls += 1;
         }
         let last_seq = leitsystem_tests::daemon::request(

@@ -40,12 +40,20 @@ struct Site {
     daemon: Daemon,
     url: String,
     scanner: u16,
+    /// The config file and data directory (to start the daemon again).
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 /// A daemon with the web server, an admin `chef`, a clerk `platz1` (desk 1) and a sim scanner;
 /// `tweak` edits the config text.
 fn start(tweak: impl Fn(String) -> String) -> anyhow::Result<Site> {
+    start_with_env(tweak, &[])
+}
+
+/// [`start`] with extra environment for the daemon.
+fn start_with_env(tweak: impl Fn(String) -> String, env: &[(&str, &str)]) -> anyhow::Result<Site> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let (port, scanner) = (free_port()?, free_port()?);
@@ -64,11 +72,13 @@ fn start(tweak: impl Fn(String) -> String) -> anyhow::Result<Site> {
     )?;
     let text = tweak(std::fs::read_to_string(&config)?);
     std::fs::write(&config, text)?;
-    let daemon = Daemon::start(&config, &data, &[])?;
+    let daemon = Daemon::start(&config, &data, env)?;
     Ok(Site {
         daemon,
         url: format!("http://127.0.0.1:{port}"),
         scanner,
+        config,
+        data,
         _dir: dir,
     })
 }
@@ -358,5 +368,250 @@ fn kiosk_clerk_display_and_admin_in_chromium() -> anyhow::Result<()> {
             "{private} on the display: {display}"
         );
     }
+    Ok(())
+}
+
+/// Debian's libfaketime (package `libfaketime`, which `tests/run` installs with `faketime`).
+fn libfaketime() -> anyhow::Result<std::path::PathBuf> {
+    for entry in std::fs::read_dir("/usr/lib")?.flatten() {
+        let candidate = entry.path().join("faketime/libfaketime.so.1");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "libfaketime.so.1 not found under /usr/lib/*/faketime: install Debian's package \
+         libfaketime (tests/run installs it with the package faketime)"
+    )
+}
+
+fn state(daemon: &Daemon) -> anyhow::Result<leitsystem::control::StateView> {
+    leitsystem_tests::daemon::request(daemon, &leitsystem::control::ControlRequest::State)?
+        .state
+        .context("no state in the answer")
+}
+
+fn ticket_state(view: &leitsystem::control::StateView, number: &str) -> String {
+    view.tickets
+        .iter()
+        .find(|t| t.number.as_str() == number)
+        .map_or_else(|| "missing".to_string(), |t| t.state.name().to_string())
+}
+
+/// The daemon's wall clock is moved by libfaketime (an offset file read on every reading; the
+/// monotonic clock stays true), as a bad NTP server or a Pi without a real-time clock would.
+#[test]
+fn a_clock_jump_is_held_until_an_admin_confirms_it_and_a_jump_back_undoes_itself()
+-> anyhow::Result<()> {
+    use leitsystem::domain::{Command, DeskId};
+    use leitsystem_tests::daemon::{execute, walk_in};
+    let lib = libfaketime()?;
+    let clock_dir = tempfile::tempdir()?;
+    let offset = clock_dir.path().join("offset");
+    std::fs::write(&offset, "+0\n")?;
+    let (lib, offset_path) = (lib.display().to_string(), offset.display().to_string());
+    let site = start_with_env(
+        |t| t,
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )?;
+    let (url, daemon) = (&site.url, &site.daemon);
+    let set_offset = |text: &str| std::fs::write(&offset, format!("{text}\n"));
+    let healthz = || -> anyhow::Result<Value> { http(url, "GET", "/healthz", &[], None)?.json() };
+
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-001");
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-002");
+    execute(
+        daemon,
+        Command::OpenDesk {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    execute(
+        daemon,
+        Command::CallNext {
+            desk: DeskId::new("1"),
+        },
+    )?;
+    let today = state(daemon)?.day.context("no day")?;
+
+    // The clock jumps a day ahead: the day stays, A-001 stays called, the numbers go on.
+    set_offset("+1d")?;
+    assert_eq!(
+        walk_in(daemon, "ausweis")?,
+        "A-003",
+        "the jump closed the day"
+    );
+    let view = state(daemon)?;
+    assert_eq!(view.day.as_deref(), Some(today.as_str()));
+    assert_eq!(ticket_state(&view, "A-001"), "called");
+    let hold = view.clock_hold.context("no clock hold in the state")?;
+    assert!(
+        (86_340..=86_460).contains(&hold.offset_seconds()),
+        "offset {}",
+        hold.offset_seconds()
+    );
+    let health = healthz()?;
+    assert_eq!(health["status"], "clock_jump_held", "{health}");
+    assert_eq!(health["clock"]["held"], true, "{health}");
+
+    // ... and back by itself: nothing to confirm, nothing closed.
+    set_offset("+0")?;
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-004");
+    let view = state(daemon)?;
+    assert!(view.clock_hold.is_none(), "{:?}", view.clock_hold);
+    assert_eq!(ticket_state(&view, "A-001"), "called");
+    assert_eq!(healthz()?["status"], "ok");
+    let refused = execute(daemon, Command::ConfirmClock)
+        .err()
+        .context("confirm-clock without a jump was accepted")?;
+    assert!(refused.to_string().contains("no_clock_jump"), "{refused}");
+
+    // Ahead again; this time the admin confirms on /admin, and the day closes then.
+    set_offset("+1d")?;
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-005");
+    let mut browser = Browser::start()?;
+    browser.open(&format!("{url}/admin"), 1400, 900)?;
+    log_in_on_page(&mut browser, "chef")?;
+    // The notice shows the wall clock's (tomorrow's) time.
+    let tomorrow = jiff::civil::Date::strptime("%Y-%m-%d", &today)?.tomorrow()?;
+    browser.wait_text(
+        "#clock-wall",
+        &tomorrow.strftime("%d.%m.%Y").to_string(),
+        10_000,
+    )?;
+    assert_eq!(
+        browser.eval("document.getElementById('clock-section').hidden")?,
+        false
+    );
+    browser.screenshot(&artifacts("web")?.join("admin-clock-jump.png"))?;
+    assert_eq!(state(daemon)?.day.as_deref(), Some(today.as_str()));
+    browser.click("#clock-confirm")?;
+    let rolled = leitsystem_tests::daemon::wait_for(
+        "the day to roll after the confirmation",
+        Duration::from_secs(10),
+        || {
+            let view = state(daemon)?;
+            Ok((view.day.as_deref() != Some(today.as_str())).then_some(view))
+        },
+    )?;
+    assert!(rolled.clock_hold.is_none());
+    assert!(rolled.tickets.is_empty(), "{:?}", rolled.tickets);
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-001", "a new day's numbers");
+    leitsystem_tests::daemon::wait_for(
+        "the page to hide the notice",
+        Duration::from_secs(10),
+        || {
+            let hidden = browser.eval("document.getElementById('clock-section').hidden")?;
+            Ok((hidden == true).then_some(()))
+        },
+    )?;
+    let health = healthz()?;
+    assert_eq!(health["status"], "ok", "{health}");
+    Ok(())
+}
+
+/// Today's alarms are a view kept by the engine: an alarm raised at a desk is still listed on
+/// `/api/v1/alarms` after 20,001 later events (the list used to re-read only the last 20,001
+/// log entries) and after a restart.
+#[test]
+fn an_alarm_stays_listed_after_twenty_thousand_later_events_and_a_restart() -> anyhow::Result<()> {
+    use leitsystem::control::{ControlClient, ControlRequest};
+    use leitsystem::domain::{Command, DeskId};
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let clerk = session(&url, "platz1")?;
+    let raised = http(
+        &url,
+        "POST",
+        "/api/v1/desks/1/alarm",
+        &[("Cookie", clerk.as_str())],
+        Some("{}"),
+    )?;
+    assert_eq!(raised.status, 200, "{}", raised.body);
+    let alarms = |url: &str| -> anyhow::Result<Vec<Value>> {
+        let admin = session(url, "chef")?;
+        let answer = http(
+            url,
+            "GET",
+            "/api/v1/alarms",
+            &[("Cookie", admin.as_str())],
+            None,
+        )?;
+        anyhow::ensure!(answer.status == 200, "{}", answer.body);
+        Ok(answer.json()?["alarms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+    let listed = alarms(&url)?;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["desk"], "1");
+    let alarm_seq = listed[0]["seq"].as_u64().context("no seq")?;
+
+    // 20,001 later events: four clients open and pause a desk each, in parallel.
+    let started = Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = ["1", "2", "3", "4"]
+            .into_iter()
+            .map(|desk| {
+                let socket = site.daemon.socket.clone();
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut client = ControlClient::connect(&socket)?;
+                    for i in 0..5_001 {
+                        let desk = DeskId::new(desk);
+                        let command = if i % 2 == 0 {
+                            Command::OpenDesk { desk }
+                        } else {
+                            Command::PauseDesk { desk }
+                        };
+                        let answer = client.request(&ControlRequest::Execute {
+                            request_id: None,
+                            command,
+                        })?;
+                        anyhow::ensure!(answer.ok, "{:?}", answer.error);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    eprintln!("20,004 desk events in {:?}", started.elapsed());
+    let last_seq = state(&site.daemon)?.last_seq;
+    assert!(last_seq > alarm_seq + 20_001, "only up to seq {last_seq}");
+    let listed = alarms(&url)?;
+    assert_eq!(
+        listed.len(),
+        1,
+        "the alarm vanished from the list: {listed:?}"
+    );
+    assert_eq!(listed[0]["seq"].as_u64(), Some(alarm_seq));
+
+    // ... and after a restart (the view is in the store).
+    let Site {
+        daemon,
+        config,
+        data,
+        _dir,
+        ..
+    } = site;
+    anyhow::ensure!(
+        daemon.terminate()?.success(),
+        "the daemon did not stop cleanly"
+    );
+    let _daemon = Daemon::start(&config, &data, &[])?;
+    let listed = alarms(&url)?;
+    assert_eq!(listed.len(), 1, "lost in the restart: {listed:?}");
+    assert_eq!(listed[0]["seq"].as_u64(), Some(alarm_seq));
     Ok(())
 }
