@@ -111,15 +111,29 @@ pub fn qr_payload(ticket: &Ticket, catalog: &Catalog) -> Option<String> {
             if template.contains("{booking}") && booking.is_none() {
                 return Some(ticket.number.to_string());
             }
+            // Values are percent-encoded: a booking id is the website's text and may hold
+            // `/`, `?`, spaces or control characters that must not change the URL.
             Some(
                 template
-                    .replace("{booking}", booking.map_or("", |b| b.as_str()))
-                    .replace("{ticket}", ticket.number.as_str())
+                    .replace("{booking}", &url_part(booking.map_or("", |b| b.as_str())))
+                    .replace("{ticket}", &url_part(ticket.number.as_str()))
                     .replace("{day}", &ticket.day.to_string())
-                    .replace("{site}", &catalog.site_id),
+                    .replace("{site}", &url_part(&catalog.site_id)),
             )
         }
     }
+}
+
+/// Characters left as they are in a URL part: RFC 3986's unreserved ones.
+const URL_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` percent-encoded (UTF-8) for one path segment or query value.
+fn url_part(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, URL_PART).to_string()
 }
 
 fn centered(text: String) -> Block {
@@ -614,6 +628,21 @@ mod tests {
             data: "https://termine.musterstadt.de/status/BK-4711-0815-2342".into()
         }));
         assert!(document.validate().is_ok());
+    }
+
+    #[test]
+    fn a_booking_id_with_url_characters_is_percent_encoded_in_the_status_url() {
+        let catalog = catalog("languages = [\"de\"]\nqr = \"status_url\"");
+        let mut ticket =
+            sample_ticket(&catalog, None, true, NOW).unwrap_or_else(|| panic!("sample"));
+        ticket.origin = TicketOrigin::Appointment {
+            booking: crate::domain::BookingId::new("BK 1/../ä?x=1#\n\u{7}"),
+            slot_start: NOW,
+        };
+        assert_eq!(
+            qr_payload(&ticket, &catalog).as_deref(),
+            Some("https://termine.musterstadt.de/status/BK%201%2F..%2F%C3%A4%3Fx%3D1%23%0A%07")
+        );
     }
 
     #[test]

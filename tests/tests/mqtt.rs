@@ -378,6 +378,26 @@ fn an_oversized_message_and_a_refused_booking_leave_the_sync_working_and_the_day
         "one refusal logged:\n{}",
         daemon.log_tail()
     );
+    // An empty retained payload for a day that has not passed is no deletion: its bookings
+    // stay, and it is counted apart from the clearing of past days.
+    let day = SimState::load(&s.state)?
+        .days
+        .keys()
+        .next()
+        .cloned()
+        .context("the website has no day")?;
+    let status = std::process::Command::new(mosquitto_pub_binary()?)
+        .args(["-p", &s.broker.port.to_string(), "-q", "1", "-r", "-n"])
+        .args(["-t", &format!("leitsystem/v1/{SITE}/bookings/day/{day}")])
+        .status()?;
+    assert!(status.success(), "mosquitto_pub failed");
+    wait_for(
+        "the cleared snapshot to be counted",
+        Duration::from_secs(20),
+        || Ok((sync_view(&daemon)?.state.cleared_upcoming == 1).then_some(())),
+    )?;
+    let view = wait_in_sync(&daemon, &s.state, Duration::from_secs(10))?;
+    assert_eq!(view.state.cleared, 1, "{view:#?}");
     assert_consistent(&daemon)?;
     daemon.terminate()?;
     Ok(())

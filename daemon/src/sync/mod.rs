@@ -97,6 +97,10 @@ pub struct SyncState {
     pub malformed: u64,
     /// Retained snapshots cleared by the website (empty payload).
     pub cleared: u64,
+    /// Of those, snapshots of today or a later day: not a deletion (bookings go only by
+    /// their tombstones), so their bookings stay; logged as a website error.
+    #[serde(default)]
+    pub cleared_upcoming: u64,
     /// Day count/digest mismatches found.
     pub gaps_detected: u64,
     /// Mismatched days that match again.
@@ -782,7 +786,19 @@ fn parse(ctx: &Ctx, item: &Inbound) -> Result<Parsed, String> {
     match ctx.topics.classify(&publish.topic) {
         InboundTopic::DaySnapshot(day) => {
             if publish.payload.is_empty() {
-                ctx.status.update(|s| s.cleared += 1);
+                let today = calendar.day_of(crate::clock::Clock::now(&crate::clock::SystemClock));
+                let upcoming = day >= today;
+                if upcoming {
+                    tracing::warn!(
+                        %day,
+                        "the website cleared the snapshot of a day that has not passed; its \
+                         bookings stay (only tombstones delete bookings)"
+                    );
+                }
+                ctx.status.update(|s| {
+                    s.cleared += 1;
+                    s.cleared_upcoming += u64::from(upcoming);
+                });
                 return Ok(Parsed::Nothing);
             }
             contract::parse_snapshot(&publish.payload, &ctx.site, day, calendar)
@@ -836,6 +852,9 @@ async fn process_batch(
     // them in groups with one fsync.
     let mut results: Vec<ItemResult> = parsed.iter().map(|_| ItemResult::default()).collect();
     let mut running = tokio::task::JoinSet::new();
+    // The publishes of each running chunk, so a chunk whose task died (a panic) fails them:
+    // never acknowledged unstored.
+    let mut chunk_items: BTreeMap<tokio::task::Id, Vec<usize>> = BTreeMap::new();
     let mut commands = commands.into_iter().peekable();
     loop {
         while running.len() < CHUNKS_IN_FLIGHT && commands.peek().is_some() {
@@ -850,13 +869,27 @@ async fn process_batch(
                 });
             }
             let engine = ctx.engine.clone();
-            running.spawn(async move { (origin, engine.execute_many(requests).await) });
+            let items = origin.iter().map(|(index, _)| *index).collect();
+            let task = running.spawn(async move { (origin, engine.execute_many(requests).await) });
+            chunk_items.insert(task.id(), items);
         }
-        let Some(joined) = running.join_next().await else {
+        let Some(joined) = running.join_next_with_id().await else {
             break;
         };
-        let Ok((origin, outcomes)) = joined else {
-            continue;
+        let (origin, outcomes) = match joined {
+            Ok((id, done)) => {
+                chunk_items.remove(&id);
+                done
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a booking chunk's task died; its messages are not acknowledged");
+                for index in chunk_items.remove(&e.id()).unwrap_or_default() {
+                    if let Some(r) = results.get_mut(index) {
+                        r.failed = true;
+                    }
+                }
+                continue;
+            }
         };
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,

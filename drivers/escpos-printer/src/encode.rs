@@ -506,6 +506,16 @@ mod tests {
         for (line, wanted) in lines.iter().zip(&expected) {
             assert_eq!(*line, wanted.as_bytes());
         }
+        // The TM-T88 (512 dots) gets 42 columns: no line of its text is longer.
+        let t88 = crate::profiles::lookup("epson-tm-t88").expect("tm-t88");
+        let bytes = encode_for(&doc(vec![Block::text(text)]), &t88).expect("encodes");
+        let body = &bytes[5..bytes.len() - 4];
+        let longest = body.split(|b| *b == LF).map(<[u8]>::len).max();
+        assert_eq!(document::columns(512, 1), 42);
+        assert!(
+            longest.is_some_and(|l| (30..=42).contains(&l)),
+            "{longest:?}"
+        );
         // A call number too wide for 8x on 58 mm paper is shrunk, not split.
         let mut narrow = t20();
         narrow.paper_dots = 384;

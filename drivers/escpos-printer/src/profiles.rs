@@ -83,7 +83,8 @@ pub struct CodePage {
 pub struct Profile {
     /// Human-readable model name.
     pub name: String,
-    /// Printable width in dots at 203 dpi (576 for 80 mm paper, 384 for 58 mm).
+    /// Printable width in the printer's dots (576 for 80 mm paper at 203 dpi, 384 for 58 mm;
+    /// 512 on the 180 dpi TM-T88).
     pub paper_dots: u32,
     /// Supports `GS ( k` QR codes; else QR codes are sent as raster images.
     pub native_qr: bool,
@@ -280,8 +281,10 @@ mod tests {
         let t88 = lookup("epson-tm-t88").expect("tm-t88");
         assert_eq!(
             (t88.paper_dots, t88.native_qr, t88.cutter, t88.status),
-            (576, true, Cutter::Partial, true)
+            (512, true, Cutter::Partial, true)
         );
+        // 42 columns of font A, as Epson specifies for the TM-T88.
+        assert_eq!(t88.paper_dots / 12, 42);
         assert_eq!(lookup("epson-tm-t20-58mm").expect("58").paper_dots, 384);
         let g80 = lookup("generic-80mm").expect("g80");
         assert_eq!(
