@@ -119,6 +119,8 @@ pub struct EngineHandle {
     /// Seq of the newest durable event (0 before the first), set by the engine thread after
     /// each commit, before the commit's events are broadcast.
     last_seq: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's epoch ([`crate::store::Store::log_epoch`]).
+    log_epoch: Arc<str>,
 }
 
 impl EngineHandle {
@@ -167,6 +169,12 @@ impl EngineHandle {
             .await
             .map_err(|_| ExecuteError::ShuttingDown)?;
         answer.await.map_err(|_| ExecuteError::ShuttingDown)
+    }
+
+    /// The epoch of the event log: seqs count from 1 within it (see
+    /// [`crate::store::Store::log_epoch`]).
+    pub fn log_epoch(&self) -> &str {
+        &self.log_epoch
     }
 
     /// Executes a command; answers once its effects are durable.
@@ -418,6 +426,7 @@ pub fn spawn_engine(
     let (events, _) = tokio::sync::broadcast::channel(EVENT_BROADCAST_CAPACITY);
     let committed = events.clone();
     let last_seq = Arc::new(std::sync::atomic::AtomicU64::new(engine.state().last_seq));
+    let log_epoch: Arc<str> = Arc::from(store.log_epoch());
     let durable_seq = last_seq.clone();
     let thread = std::thread::Builder::new()
         .name("engine".to_string())
@@ -436,6 +445,7 @@ pub fn spawn_engine(
             tx,
             events,
             last_seq,
+            log_epoch,
         },
         thread,
     ))

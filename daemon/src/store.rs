@@ -27,7 +27,7 @@
 //! - `FORMAT`: `{"format":"leitsystem-store","schema_version":N}`, written last when a store is
 //!   created; a non-empty directory without it is refused untouched.
 //! - `store/`: the sled database, one tree with prefixed keys:
-//!   `m/schema`, `m/meta`, `l/<seq u64 BE>` (log), `t/<day>/<number>` (tickets),
+//!   `m/schema`, `m/meta`, `m/epoch` (the log's epoch), `l/<seq u64 BE>` (log), `t/<day>/<number>` (tickets),
 //!   `d/<desk>`, `b/<booking>`, `r/<day>/<request id>` (answered requests),
 //!   `p/<booking>` (personal data, kept out of the log, purged after the retention).
 
@@ -198,6 +198,8 @@ pub struct Store {
     log_file: File,
     fsync: bool,
     known_files: Mutex<BTreeSet<PathBuf>>,
+    /// The log's epoch (see [`Store::log_epoch`]).
+    epoch: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -347,6 +349,7 @@ impl Store {
             log_file,
             fsync,
             known_files: Mutex::new(BTreeSet::new()),
+            epoch: String::new(),
         };
 
         let stored_schema = store
@@ -387,6 +390,8 @@ impl Store {
                 store.make_durable()?;
             }
         }
+        let mut store = store;
+        store.epoch = store.load_or_create_epoch()?;
         store.check_log_matches_meta()?;
         let recovered = store.last_log_seq()?;
         if let Some(witness) = witness {
@@ -403,6 +408,36 @@ impl Store {
         }
         store.record_witness(recovered)?;
         Ok(store)
+    }
+
+    /// The epoch of this store's event log: 16 random hex digits made when the store was
+    /// created (or first opened by a build that has epochs), never changed after. Seqs count
+    /// from 1 within an epoch; a reinstalled appliance (a new store) starts a new epoch, so a
+    /// website knows that seq 1 again is news, not a duplicate.
+    pub fn log_epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn load_or_create_epoch(&self) -> Result<String, StoreError> {
+        if let Some(value) = self.get_raw(b"m/epoch")? {
+            let epoch = String::from_utf8(value.to_vec()).unwrap_or_default();
+            if epoch.len() == 16 && epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(epoch);
+            }
+            return Err(StoreError::Corrupt {
+                dir: self.dir.clone(),
+                reason: "the log epoch record is malformed".to_string(),
+            });
+        }
+        let epoch = format!("{:016x}", rand::random::<u64>());
+        self.db
+            .insert(b"m/epoch", epoch.as_bytes())
+            .map_err(|source| StoreError::Database {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        self.make_durable()?;
+        Ok(epoch)
     }
 
     /// Records that the log holds at least `last_seq` durable events (see the module docs).
@@ -940,6 +975,22 @@ fn open_sled_with_retry(store_dir: &Path, options: &StoreOptions) -> Result<sled
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_epoch_stays_with_the_store_and_a_new_store_gets_another() {
+        let options = StoreOptions::default();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = Store::open(dir.path(), &options).unwrap_or_else(|e| panic!("{e}"));
+        let epoch = first.log_epoch().to_string();
+        assert_eq!(epoch.len(), 16);
+        first.close().unwrap_or_else(|e| panic!("{e}"));
+        let again = Store::open(dir.path(), &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.log_epoch(), epoch, "the epoch changed on reopening");
+        again.close().unwrap_or_else(|e| panic!("{e}"));
+        let other_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let other = Store::open(other_dir.path(), &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(other.log_epoch(), epoch, "a new store reused the epoch");
+    }
 
     #[test]
     fn foreign_directory_is_refused_untouched() {

@@ -411,6 +411,8 @@ struct Subscriber {
     seen: Arc<Mutex<Vec<u64>>>,
     /// ConnAcks the subscriber received (1 = it never reconnected).
     connects: Arc<Mutex<u32>>,
+    /// (epoch, seq) of every event received, as the contract tells a website to key them.
+    keyed: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 impl Subscriber {
@@ -420,6 +422,10 @@ impl Subscriber {
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .clone())
+    }
+
+    fn keyed(&self) -> Vec<(String, u64)> {
+        self.keyed.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
     fn connects(&self) -> u32 {
@@ -432,6 +438,8 @@ fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Subscriber {
     let connects = Arc::new(Mutex::new(0));
     let out = seen.clone();
     let connected = connects.clone();
+    let keyed = Arc::new(Mutex::new(Vec::new()));
+    let keyed_out = keyed.clone();
     let mut options = rumqttc::MqttOptions::new("website-events", "127.0.0.1", port);
     // Event messages are batches of up to 128 KiB (rumqttc accepts 10 KiB by default).
     options
@@ -457,6 +465,9 @@ fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Subscriber {
                         && let Ok(mut seen) = out.lock()
                     {
                         seen.extend(batch.events.iter().map(|e| e.seq));
+                        if let Ok(mut keyed) = keyed_out.lock() {
+                            keyed.extend(batch.events.iter().map(|e| (batch.epoch.clone(), e.seq)));
+                        }
                     }
                 }
                 Ok(Ok(_)) => {}
@@ -466,7 +477,11 @@ fn events_subscriber(port: u16, stop: Arc<Mutex<bool>>) -> Subscriber {
             }
         }
     });
-    Subscriber { seen, connects }
+    Subscriber {
+        seen,
+        connects,
+        keyed,
+    }
 }
 
 /// Waits until the subscriber holds every seq `1..=last_seq`; the error lists what is missing.
@@ -604,6 +619,36 @@ fn subscriber_without_reconnect_sees_every_seq_once_live_and_after_a_restart_wit
     assert_eq!(view.state.connections, 1, "the appliance reconnected");
     assert_eq!(subscriber.connects(), 1, "the subscriber reconnected");
     assert_eq!(duplicates(&subscriber.seen()?), Vec::<u64>::new());
+    let epochs: BTreeSet<String> = subscriber.keyed().into_iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        epochs.len(),
+        1,
+        "one log, one epoch across restarts: {epochs:?}"
+    );
+    daemon.terminate()?;
+
+    // The appliance is reinstalled (a new store; its seqs start at 1 again): a new epoch, so a
+    // website that keys events by (epoch, seq) takes them as new.
+    let before = subscriber.keyed().len();
+    std::fs::remove_dir_all(&s.data)?;
+    let daemon = s.start()?;
+    walk_in(&daemon, "ausweis")?;
+    let new_epoch = wait_for("events of the new log", Duration::from_secs(30), || {
+        Ok(subscriber.keyed()[before..]
+            .iter()
+            .find(|(epoch, _)| !epochs.contains(epoch))
+            .map(|(epoch, _)| epoch.clone()))
+    })?;
+    let last_seq = all_events(&daemon)?.last().map_or(0, |r| r.seq);
+    wait_for("every seq of the new log", Duration::from_secs(30), || {
+        let got: BTreeSet<u64> = subscriber
+            .keyed()
+            .into_iter()
+            .filter(|(epoch, _)| *epoch == new_epoch)
+            .map(|(_, seq)| seq)
+            .collect();
+        Ok((got == (1..=last_seq).collect()).then_some(()))
+    })?;
     if let Ok(mut s) = stop.lock() {
         *s = true;
     }

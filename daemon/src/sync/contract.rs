@@ -281,6 +281,9 @@ pub struct EventBatch {
     pub v: u32,
     /// Site id.
     pub site: String,
+    /// Epoch of the appliance's event log: seqs count from 1 within an epoch; a new epoch
+    /// (a reinstalled appliance) starts at 1 again.
+    pub epoch: String,
     /// The events, consecutive seqs, ascending.
     pub events: Vec<EventMessage>,
 }
@@ -312,13 +315,16 @@ pub struct EncodedBatch {
 /// events and, unless one event alone is larger, `max_bytes` bytes.
 pub fn encode_event_batches<R: std::borrow::Borrow<EventRecord>>(
     site: &str,
+    epoch: &str,
     records: &[R],
     max_events: usize,
     max_bytes: usize,
 ) -> Vec<EncodedBatch> {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string());
     let head = format!(
-        "{{\"v\":{CONTRACT_VERSION},\"site\":{},\"events\":[",
-        serde_json::to_string(site).unwrap_or_else(|_| "\"\"".to_string())
+        "{{\"v\":{CONTRACT_VERSION},\"site\":{},\"epoch\":{},\"events\":[",
+        quoted(site),
+        quoted(epoch)
     );
     let mut out = Vec::new();
     let mut current: Option<EncodedBatch> = None;
@@ -371,6 +377,9 @@ pub struct StatusMessage {
     /// Newest event sequence number when it connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<u64>,
+    /// Epoch of the event log `last_seq` counts in (see [`EventBatch::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// `leitsystemd <version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software: Option<String>,
@@ -836,7 +845,13 @@ mod tests {
             })
             .collect();
         for (max_events, max_bytes) in [(500, 1 << 20), (10_000, 4_096), (1, 10), (3, 1)] {
-            let batches = encode_event_batches("rathaus", &records, max_events, max_bytes);
+            let batches = encode_event_batches(
+                "rathaus",
+                "00000000000000e1",
+                &records,
+                max_events,
+                max_bytes,
+            );
             let mut next = 1;
             for batch in &batches {
                 let parsed: Result<EventBatch, _> = serde_json::from_slice(&batch.payload);
@@ -844,6 +859,7 @@ mod tests {
                     panic!("not an EventBatch: {parsed:?}");
                 };
                 assert_eq!(parsed.site, "rathaus");
+                assert_eq!(parsed.epoch, "00000000000000e1");
                 let seqs: Vec<u64> = parsed.events.iter().map(|e| e.seq).collect();
                 assert_eq!(seqs, (next..=batch.last).collect::<Vec<_>>());
                 assert_eq!(batch.first, next);
@@ -854,10 +870,13 @@ mod tests {
             assert_eq!(next, 1_002);
         }
         assert_eq!(
-            encode_event_batches("rathaus", &records, 500, 1 << 20).len(),
+            encode_event_batches("rathaus", "00000000000000e1", &records, 500, 1 << 20).len(),
             3
         );
-        assert!(encode_event_batches::<EventRecord>("rathaus", &[], 500, 1 << 20).is_empty());
+        assert!(
+            encode_event_batches::<EventRecord>("rathaus", "00000000000000e1", &[], 500, 1 << 20)
+                .is_empty()
+        );
     }
 
     #[test]

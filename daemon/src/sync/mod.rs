@@ -233,6 +233,7 @@ pub fn mqtt_options(
         v: contract::CONTRACT_VERSION,
         state: "offline".to_string(),
         last_seq: None,
+        epoch: None,
         software: None,
     })?;
     let packet = usize::try_from(*mqtt.max_packet_bytes.get_ref()).context("max_packet_bytes")?;
@@ -291,8 +292,18 @@ pub fn start(
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
     let options = mqtt_options(mqtt, &catalog.site_id, config_dir)?;
-    let cursor = outbox::Cursor::in_dir(data_dir);
-    let acked = cursor.load().map_err(anyhow::Error::msg)?;
+    let cursor = outbox::Cursor::in_dir(data_dir, engine.log_epoch());
+    let mut acked = cursor.load().map_err(anyhow::Error::msg)?;
+    if acked > engine.last_seq() {
+        // The store is older than the cursor (restored from a backup): what the log holds
+        // beyond its end now is new and must go out.
+        tracing::warn!(
+            cursor = acked,
+            last_seq = engine.last_seq(),
+            "the outbox cursor is beyond the event log; publishing from the log's end"
+        );
+        acked = engine.last_seq();
+    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     status.update(|s| {
         s.enabled = true;
@@ -528,6 +539,7 @@ async fn connection_task(
             v: contract::CONTRACT_VERSION,
             state: "offline".to_string(),
             last_seq: None,
+            epoch: None,
             software: None,
         })
         .unwrap_or_default();
@@ -623,6 +635,7 @@ async fn outbox_task(
             v: contract::CONTRACT_VERSION,
             state: "online".to_string(),
             last_seq: Some(ctx.engine.last_seq()),
+            epoch: Some(ctx.engine.log_epoch().to_string()),
             software: Some(format!("leitsystemd {}", env!("CARGO_PKG_VERSION"))),
         })
         .unwrap_or_default();
@@ -689,6 +702,7 @@ async fn outbox_task(
                     };
                     let batches = contract::encode_event_batches(
                         &ctx.site,
+                        ctx.engine.log_epoch(),
                         &records,
                         contract::EVENTS_PER_MESSAGE,
                         max_message_bytes,
