@@ -615,3 +615,61 @@ fn an_alarm_stays_listed_after_twenty_thousand_later_events_and_a_restart() -> a
     assert_eq!(listed[0]["seq"].as_u64(), Some(alarm_seq));
     Ok(())
 }
+
+/// A clerk parks a visitor (documents missing), serves the next one, then puts the parked
+/// visitor back in line with the button on the clerk page: the next "Next" calls them again,
+/// on the clerk page and on the wall display.
+#[test]
+fn park_resume_and_next_from_the_clerk_page_in_chromium() -> anyhow::Result<()> {
+    use leitsystem_tests::daemon::walk_in;
+    let site = start(|t| t)?;
+    let (url, daemon) = (&site.url, &site.daemon);
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-001");
+    assert_eq!(walk_in(daemon, "ausweis")?, "A-002");
+    let mut browser = Browser::start()?;
+    browser.use_page("display");
+    browser.open(&format!("{url}/display"), 1280, 720)?;
+    browser.wait_text("body", "Bürgerbüro", 5_000)?;
+    browser.use_page("clerk");
+    browser.open(&format!("{url}/clerk"), 1280, 900)?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#desk-label", "Platz 1", 5_000)?;
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "open", 2_000)?;
+
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-ticket", "A-001", 2_000)?;
+    browser.click("button[data-action=start]")?;
+    browser.wait_text("#visitor-state", "serving", 2_000)?;
+    browser.click("button[data-action=park]")?;
+    browser.wait_text("#parked", "A-001", 2_000)?;
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-ticket", "A-002", 2_000)?;
+    browser.click("button[data-action=start]")?;
+    browser.wait_text("#visitor-state", "serving", 2_000)?;
+    browser.screenshot(&artifacts("web")?.join("clerk-parked.png"))?;
+
+    browser.click("#parked button.resume[data-ticket=A-001]")?;
+    leitsystem_tests::daemon::wait_for("the resume button to go", Duration::from_secs(5), || {
+        let buttons = browser.eval("document.querySelectorAll('#parked button').length")?;
+        Ok((buttons == 0).then_some(()))
+    })?;
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-ticket", "A-001", 2_000)?;
+    browser.use_page("display");
+    browser.wait_text("#current-call .ticket", "A-001", 2_000)?;
+    browser.wait_text("#current-call", "Platz 1", 1_000)?;
+
+    let view = state(daemon)?;
+    assert_eq!(ticket_state(&view, "A-002"), "done");
+    assert_eq!(ticket_state(&view, "A-001"), "called");
+    let calls = leitsystem_tests::daemon::all_events(daemon)?
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, leitsystem::domain::Event::TicketCalled { ticket, .. }
+                if ticket.as_str() == "A-001")
+        })
+        .count();
+    assert_eq!(calls, 2, "A-001 is called once before parking and once after resuming");
+    Ok(())
+}
