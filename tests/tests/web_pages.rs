@@ -670,6 +670,67 @@ fn park_resume_and_next_from_the_clerk_page_in_chromium() -> anyhow::Result<()> 
                 if ticket.as_str() == "A-001")
         })
         .count();
-    assert_eq!(calls, 2, "A-001 is called once before parking and once after resuming");
+    assert_eq!(
+        calls, 2,
+        "A-001 is called once before parking and once after resuming"
+    );
+    Ok(())
+}
+
+/// A visitor checks in with a signed code before the website's booking arrived (offline
+/// first); when the booking of the same version arrives with the visitor's name, the name is
+/// on the evacuation list (the vouched booking used to stay, nameless).
+#[test]
+fn a_booking_arriving_after_its_signed_check_in_puts_the_name_on_the_evacuation_list()
+-> anyhow::Result<()> {
+    use leitsystem::domain::{BookingId, ServiceId};
+    use leitsystem::token::{TokenClaims, generate_key, sign};
+    let (key, public) = generate_key(&mut rand::rng());
+    let site =
+        start(|t| format!("{t}\n[tokens]\nkeys = [{{ id = 3, public_key = \"{public}\" }}]\n"))?;
+    let (url, daemon) = (&site.url, &site.daemon);
+    let now = jiff::Zoned::now().in_tz("Europe/Berlin")?;
+    let claims = TokenClaims {
+        key_id: 3,
+        booking: BookingId::new("BK-VOUCHED"),
+        service: ServiceId::new("meldung"),
+        day: now.date(),
+        slot_minute: u16::try_from(i32::from(now.hour()) * 60 + i32::from(now.minute()))?,
+        version: 1,
+    };
+    let token = sign(&claims, "musterstadt-rathaus", &key)?;
+    let answer = device_line(site.scanner, &token)?;
+    eprintln!("scanner: {answer}");
+    let ticket =
+        leitsystem_tests::daemon::wait_for("the signed check-in", Duration::from_secs(10), || {
+            Ok(state(daemon)?.tickets.first().map(|t| t.number.to_string()))
+        })?;
+    let admin = session(url, "chef")?;
+    let evacuation = || -> anyhow::Result<String> {
+        let answer = http(
+            url,
+            "GET",
+            "/api/v1/presence/evacuation",
+            &[("Cookie", admin.as_str())],
+            None,
+        )?;
+        anyhow::ensure!(answer.status == 200, "{}", answer.body);
+        Ok(answer.body)
+    };
+    let before = evacuation()?;
+    assert!(before.contains(&ticket), "{before}");
+    assert!(!before.contains("Ada Lovelace"), "{before}");
+
+    // The website's booking, same version, with the name.
+    book_named(daemon, "BK-VOUCHED", "meldung", Some("Ada Lovelace"))?;
+    let after = evacuation()?;
+    let line = after
+        .lines()
+        .find(|l| l.contains(&ticket))
+        .with_context(|| format!("{ticket} left the list:\n{after}"))?;
+    assert!(
+        line.contains("Ada Lovelace"),
+        "no name on the evacuation list:\n{after}"
+    );
     Ok(())
 }
