@@ -205,12 +205,21 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
 
 fn load_uncached(path: &Path, shown: String) -> Result<LoadedPlugin, PluginError> {
     // SAFETY: loading a plugin runs its initialisers; plugins are trusted code installed by the
-    // admin, and this is the documented way to load them.
-    let library =
-        unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+    // admin, and this is the documented way to load them. RTLD_NOW resolves every symbol now:
+    // a plugin needing a function the system lacks is refused here with the symbol's name,
+    // instead of aborting the daemon at its first call (lazy binding).
+    let library = unsafe {
+        libloading::os::unix::Library::open(
+            Some(path),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map(libloading::Library::from)
+    .map_err(|e| PluginError::NotALibrary {
+        path: shown.clone(),
+        // libloading's own text is only "dlopen failed"; the loader's words are its source.
+        reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+    })?;
     // Never unloaded: a plugin's threads or statics may outlive any handle we could drop.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol is declared by the ABI with this type.

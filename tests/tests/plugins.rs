@@ -388,6 +388,12 @@ fn broken_plugins_are_refused_clearly_and_the_other_devices_keep_working() -> an
         &dir.path().join("noentry.so"),
         &[],
     )?;
+    // Needs a function no library has: refused at load (RTLD_NOW), not a crash at first call.
+    let unresolved = compile_c_plugin(
+        Path::new("plugins/tests/c/echo_plugin.c"),
+        &dir.path().join("unresolved.so"),
+        &["TEST_UNRESOLVED_SYMBOL"],
+    )?;
     let fake = dir.path().join("fake.so");
     std::fs::write(&fake, "this is a text file, not a library\n")?;
     let (scanner, buttons) = (free_port()?, free_port()?);
@@ -409,6 +415,11 @@ plugin = "{}"
 role = "display"
 
 [[device]]
+id = "unresolved"
+plugin = "{}"
+role = "display"
+
+[[device]]
 id = "missing"
 plugin = "libnot_there.so"
 role = "display"
@@ -421,7 +432,8 @@ options = {{ }}
 "#,
         abi99.display(),
         no_entry.display(),
-        fake.display()
+        fake.display(),
+        unresolved.display()
     );
     let config = write_config_with_devices(
         dir.path(),
@@ -439,6 +451,7 @@ options = {{ }}
         "plugin built for ABI version 99, but this leitsystemd speaks ABI version 1",
         "no entry symbol `leitsystem_plugin_entry`: not a Leitsystem plugin",
         "fake.so: not a loadable shared library",
+        "undefined symbol: leitsystem_test_missing_function",
         "libnot_there.so: file not found",
         "refused device 'wrongrole': option 'file' (a path) is missing",
     ] {
@@ -469,6 +482,7 @@ options = {{ }}
         ("noentry", "no entry symbol"),
         ("fake", "not a loadable"),
         ("missing", "file not found"),
+        ("unresolved", "leitsystem_test_missing_function"),
     ] {
         let health = device(&daemon, id)?;
         assert_eq!(health.state, DeviceState::NotLoaded, "{health:?}");
@@ -492,6 +506,8 @@ options = {{ }}
             .contains("option 'file'")
     );
     assert_eq!(scan_and_print(&daemon, &data, scanner, "B-200")?, "M-001");
+    // A call goes to every display: the daemon lives on.
+    issue_and_call(&daemon)?;
     assert!(daemon.terminate()?.success());
     Ok(())
 }

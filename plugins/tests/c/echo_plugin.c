@@ -11,6 +11,12 @@
 #define TEST_ABI_VERSION LEITSYSTEM_PLUGIN_ABI_VERSION
 #endif
 
+/* A variant that calls a function no library defines: a build against a newer library than
+   the one installed. The host must refuse it when loading, not abort at its first call. */
+#ifdef TEST_UNRESOLVED_SYMBOL
+extern void leitsystem_test_missing_function(void);
+#endif
+
 typedef struct echo {
     ls_host_api host;
     unsigned long received;
@@ -51,6 +57,9 @@ static int32_t echo_send(void *instance, const uint8_t *message, size_t len, cha
         return 3;
     }
     self->received++;
+#ifdef TEST_UNRESOLVED_SYMBOL
+    leitsystem_test_missing_function();
+#endif
     char reply[160];
     int n = snprintf(reply, sizeof reply,
                      "{\"v\":1,\"type\":\"log\",\"level\":\"info\",\"message\":\"C plugin got message %lu of %zu bytes\"}",
