@@ -918,6 +918,12 @@ pub enum CommandError {
         /// The desk.
         desk: DeskId,
     },
+    /// The request id was used today for another command (a retry must repeat its command).
+    #[error("request id '{request_id}' was used for another command")]
+    IdempotencyKeyReused {
+        /// The request id.
+        request_id: String,
+    },
     /// `confirm_clock` while the engine follows the wall clock: there is nothing to confirm.
     #[error("the clock did not jump: there is nothing to confirm")]
     NoClockJump,
@@ -1030,6 +1036,7 @@ impl CommandError {
             CommandError::NothingWaiting { .. } => "nothing_waiting",
             CommandError::NothingParked { .. } => "nothing_parked",
             CommandError::NoClockJump => "no_clock_jump",
+            CommandError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             CommandError::ServiceNotServed { .. } => "service_not_served",
             CommandError::BookingCancelled { .. } => "booking_cancelled",
             CommandError::BookingNotAccepted { .. } => "booking_not_accepted",

@@ -95,6 +95,27 @@ pub struct Meta {
     pub alarms: Vec<AlarmRecord>,
 }
 
+/// The first answer to a request id, with the fingerprint of the command it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnsweredRequest {
+    /// 16 hex digits of SHA-256 over the command's JSON ("" in answers stored before
+    /// fingerprints: those match any command).
+    #[serde(default)]
+    pub command: String,
+    /// The answer.
+    pub outcome: Outcome,
+}
+
+impl AnsweredRequest {
+    /// The fingerprint of `command`.
+    pub fn fingerprint(command: &Command) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(command).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&json);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// What the store loaded: the views and today's answered requests.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedState {
@@ -107,7 +128,7 @@ pub struct LoadedState {
     /// Live bookings.
     pub bookings: Vec<Booking>,
     /// Answered request ids of `meta.day`.
-    pub requests: Vec<(String, Outcome)>,
+    pub requests: Vec<(String, AnsweredRequest)>,
 }
 
 /// Everything one or more commands changed, to be written atomically and durably.
@@ -124,7 +145,7 @@ pub struct PendingCommit {
     /// Bookings that left the live view.
     pub removed_bookings: Vec<BookingId>,
     /// Answered request ids (of `meta.day`).
-    pub requests: Vec<(String, Outcome)>,
+    pub requests: Vec<(String, AnsweredRequest)>,
     /// Personal data to store: booking, appointment day, data.
     pub personal: Vec<(BookingId, Date, PersonalData)>,
     /// Erase personal data of appointments before this day.
@@ -171,7 +192,7 @@ struct Touched {
 pub struct Engine {
     catalog: Arc<Catalog>,
     state: State,
-    requests: BTreeMap<String, Outcome>,
+    requests: BTreeMap<String, AnsweredRequest>,
     pending: PendingCommit,
     touched: Touched,
     /// Count and hash sum of the live bookings per day (derived; the booking sync's gap check).
@@ -595,7 +616,7 @@ impl Engine {
     fn with_state(
         catalog: Arc<Catalog>,
         state: State,
-        requests: BTreeMap<String, Outcome>,
+        requests: BTreeMap<String, AnsweredRequest>,
     ) -> Self {
         let day_sums = DaySums::of(state.bookings.values(), &catalog.calendar);
         let mut engine = Self {
@@ -635,10 +656,18 @@ impl Engine {
             .request_id
             .as_ref()
             .map(|id| format!("{}\u{1f}{id}", request.source));
+        let fingerprint = AnsweredRequest::fingerprint(&request.command);
         if let Some(key) = &request_key {
-            if let Some(outcome) = self.requests.get(key) {
+            if let Some(answered) = self.requests.get(key) {
+                // The same key for another command is a client bug: repeating the first
+                // answer would tell it that its second command was done.
+                if !answered.command.is_empty() && answered.command != fingerprint {
+                    return Err(CommandError::IdempotencyKeyReused {
+                        request_id: request.request_id.clone().unwrap_or_default(),
+                    });
+                }
                 return Ok(Executed {
-                    outcome: outcome.clone(),
+                    outcome: answered.outcome.clone(),
                     duplicate: true,
                 });
             }
@@ -661,8 +690,12 @@ impl Engine {
             None => self.issued_outcome(&decided.issued, decided.late_as_walk_in),
         };
         if let Some(key) = request_key {
-            self.requests.insert(key.clone(), outcome.clone());
-            self.pending.requests.push((key, outcome.clone()));
+            let answered = AnsweredRequest {
+                command: fingerprint,
+                outcome: outcome.clone(),
+            };
+            self.requests.insert(key.clone(), answered.clone());
+            self.pending.requests.push((key, answered));
         }
         Ok(Executed {
             outcome,

@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{BookingId, EventRecord, Outcome, PersonalData, Ticket};
-use crate::engine::{LoadedState, Meta, PendingCommit};
+use crate::engine::{AnsweredRequest, LoadedState, Meta, PendingCommit};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -571,8 +571,15 @@ impl Store {
                         source,
                     })?;
                     let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                    let outcome: Outcome = self.decode(&key, &value)?;
-                    requests.push((id, outcome));
+                    // Stores written before fingerprints hold the bare outcome.
+                    let answered = match serde_json::from_slice::<AnsweredRequest>(&value) {
+                        Ok(answered) => answered,
+                        Err(_) => AnsweredRequest {
+                            command: String::new(),
+                            outcome: self.decode::<Outcome>(&key, &value)?,
+                        },
+                    };
+                    requests.push((id, answered));
                 }
                 (tickets, requests)
             }
@@ -663,8 +670,8 @@ impl Store {
             }
         }
         if let Some(day) = commit.meta.day {
-            for (id, outcome) in &commit.requests {
-                batch.insert(format!("r/{day}/{id}").as_bytes(), json(outcome));
+            for (id, answered) in &commit.requests {
+                batch.insert(format!("r/{day}/{id}").as_bytes(), json(answered));
             }
         }
         if let Some(before) = commit.purge_personal_before {

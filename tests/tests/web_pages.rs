@@ -734,3 +734,62 @@ fn a_booking_arriving_after_its_signed_check_in_puts_the_name_on_the_evacuation_
     );
     Ok(())
 }
+
+/// An idempotency key makes a retry have one effect; the same key for another command is
+/// refused (it used to answer with the first command's outcome, as if the second were done),
+/// also after a restart.
+#[test]
+fn an_idempotency_key_reused_for_another_command_is_refused() -> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let clerk = session(&url, "platz1")?;
+    let post = |url: &str, cookie: &str, action: &str| -> anyhow::Result<Answer> {
+        http(
+            url,
+            "POST",
+            &format!("/api/v1/desks/1/{action}"),
+            &[("Cookie", cookie), ("Idempotency-Key", "retry-7")],
+            Some("{}"),
+        )
+    };
+    let mode = |daemon: &Daemon| -> anyhow::Result<String> {
+        let view = state(daemon)?;
+        let desk = view
+            .desks
+            .iter()
+            .find(|d| d.id.as_str() == "1")
+            .context("no desk 1")?;
+        Ok(format!("{:?}", desk.mode))
+    };
+    assert_eq!(post(&url, &clerk, "open")?.status, 200);
+    let retry = post(&url, &clerk, "open")?;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    let other = post(&url, &clerk, "pause")?;
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert_eq!(
+        other.json()?["error"],
+        "idempotency_key_reused",
+        "{}",
+        other.body
+    );
+    assert_eq!(mode(&site.daemon)?, "Open");
+
+    let Site {
+        daemon,
+        config,
+        data,
+        _dir,
+        ..
+    } = site;
+    anyhow::ensure!(
+        daemon.terminate()?.success(),
+        "the daemon did not stop cleanly"
+    );
+    let daemon = Daemon::start(&config, &data, &[])?;
+    let clerk = session(&url, "platz1")?;
+    let other = post(&url, &clerk, "pause")?;
+    assert_eq!(other.status, 409, "after the restart: {}", other.body);
+    assert_eq!(post(&url, &clerk, "open")?.status, 200);
+    assert_eq!(mode(&daemon)?, "Open");
+    Ok(())
+}

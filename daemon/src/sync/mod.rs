@@ -672,9 +672,12 @@ async fn outbox_task(
             if cursor != persisted
                 && (last_persist.elapsed() >= CURSOR_PERSIST_INTERVAL || ctx.stop.is_cancelled())
             {
-                match cursor_file.store(cursor) {
-                    Ok(()) => persisted = cursor,
-                    Err(e) => tracing::warn!(error = %e, "cannot write the outbox cursor"),
+                // fsync blocks: off the async workers.
+                let file = cursor_file.clone();
+                match tokio::task::spawn_blocking(move || file.store(cursor)).await {
+                    Ok(Ok(())) => persisted = cursor,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the outbox cursor"),
+                    Err(e) => tracing::warn!(error = %e, "the cursor write task died"),
                 }
                 last_persist = Instant::now();
             }
