@@ -710,6 +710,10 @@ pub enum Event {
     ReprintRequested {
         /// The ticket.
         ticket: TicketNumber,
+        /// The printer that printed or failed it last (the reprint goes there); absent when
+        /// no printer answered for it yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        printer: Option<String>,
     },
     /// A desk raised the silent alarm (staff safety). Never shown publicly.
     SilentAlarm {

@@ -530,7 +530,7 @@ impl State {
                 }
                 touched.tickets.insert(ticket.clone());
             }
-            Event::ReprintRequested { ticket } => {
+            Event::ReprintRequested { ticket, .. } => {
                 if let Some(t) = self.tickets.get_mut(ticket) {
                     t.print = PrintState::Pending;
                 }
@@ -1267,9 +1267,18 @@ impl Engine {
                         "waiting, called, serving or parked",
                     ));
                 }
+                // The reprint goes to the printer of the last outcome: the state turns
+                // pending with the event, so the event carries it.
+                let printer = match &t.print {
+                    PrintState::Failed { printer, .. } | PrintState::Printed { printer, .. } => {
+                        Some(printer.clone())
+                    }
+                    PrintState::Pending => None,
+                };
                 Ok(Decided::events(
                     vec![Event::ReprintRequested {
                         ticket: ticket.clone(),
+                        printer,
                     }],
                     Outcome::ReprintRequested {
                         ticket: ticket.clone(),

@@ -1332,17 +1332,15 @@ async fn derive_outputs(
             Event::TicketIssued { ticket } => printers
                 .printer_for(&record.source, department_of(ticket).as_deref())
                 .map(|printer| (ticket.clone(), printer)),
-            Event::ReprintRequested { ticket } => match engine.state_view().await {
+            Event::ReprintRequested { ticket, printer } => match engine.state_view().await {
                 Ok(view) => view
                     .tickets
                     .into_iter()
                     .find(|t| &t.number == ticket)
                     .and_then(|t| {
-                        let earlier = match &t.print {
-                            PrintState::Failed { printer, .. }
-                            | PrintState::Printed { printer, .. } => printers.by_id(printer),
-                            PrintState::Pending => None,
-                        };
+                        // The event names the printer of the last outcome (the ticket's print
+                        // state is pending again by now).
+                        let earlier = printer.as_deref().and_then(|p| printers.by_id(p));
                         earlier
                             .or_else(|| printers.printer_for("", department_of(&t).as_deref()))
                             .map(|printer| (t, printer))

@@ -316,9 +316,36 @@ options = {{ dir = "${{data_dir}}/printed-{name}", paper_out_file = "${{data_dir
         "a printed its own tickets once, none of b's"
     );
     assert_eq!(printed_numbers(&data.join("printed-b"))?, ["M-002"]);
+    // Paper back at b: its own failed ticket is printed there, once; a prints nothing again.
+    std::fs::remove_file(data.join("paper-out-b"))?;
+    wait_for(
+        "b to reprint its failed ticket",
+        Duration::from_secs(15),
+        || Ok((printed_numbers(&data.join("printed-b"))?.len() == 2).then_some(())),
+    )
+    .with_context(|| {
+        format!(
+            "devices: {:#?}\nlog:\n{}",
+            devices_of(&daemon),
+            daemon.log_tail()
+        )
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        printed_numbers(&data.join("printed-b"))?,
+        ["M-002", "M-003"]
+    );
+    assert_eq!(
+        printed_numbers(&data.join("printed-a"))?,
+        ["M-001", "M-004", "M-005"]
+    );
     assert_consistent(&daemon)?;
     assert!(daemon.terminate()?.success());
     Ok(())
+}
+
+fn devices_of(daemon: &Daemon) -> Vec<leitsystem::plugin_host::DeviceHealth> {
+    devices(daemon).unwrap_or_default()
 }
 
 /// Regression: a job that never reached the printer (a full queue, a restarting driver, a
