@@ -366,6 +366,80 @@ pub enum DeviceState {
     NotLoaded,
     /// Stopped at shutdown.
     Stopped,
+    /// A call into the plugin has not returned for [`STUCK_AFTER`]: the device gets no
+    /// messages meanwhile (they queue, then are dropped), and a stop does not wait for it.
+    Stuck,
+}
+
+/// A plugin call running longer than this marks its device [`DeviceState::Stuck`].
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a stop waits for the devices' threads in all; a thread still in a plugin call
+/// then is left behind (it ends with the process), so shutdown stays within systemd's
+/// `TimeoutStopSec`.
+pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The plugin call a device's thread is in, if any: (since, which call).
+#[derive(Debug, Clone, Default)]
+struct CallWatch(Arc<Mutex<Option<(Instant, &'static str)>>>);
+
+impl CallWatch {
+    /// Runs `call` (named `what`) marked as a plugin call.
+    fn around<T>(&self, what: &'static str, call: impl FnOnce() -> T) -> T {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), what));
+        let result = call();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result
+    }
+
+    fn current(&self) -> Option<(Instant, &'static str)> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks devices whose plugin call has not returned for [`STUCK_AFTER`] as stuck (logged once)
+/// and running again when the call returns.
+async fn watch_calls(
+    watches: Vec<(String, CallWatch)>,
+    registry: DeviceRegistry,
+    shutdown: CancellationToken,
+) {
+    let mut stuck: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (id, watch) in &watches {
+            match watch.current() {
+                Some((since, what)) if since.elapsed() >= STUCK_AFTER => {
+                    if stuck.insert(id.clone()) {
+                        let message = format!(
+                            "the plugin's `{what}` has not returned for {} s",
+                            since.elapsed().as_secs()
+                        );
+                        tracing::error!(device = %id, "{message}; the device gets no messages until it does");
+                        update(&registry, id, |h| {
+                            h.state = DeviceState::Stuck;
+                            h.last_error = Some(message);
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if stuck.remove(id) {
+                        tracing::info!(device = %id, "the plugin call returned; the device works again");
+                        update(&registry, id, |h| {
+                            if h.state == DeviceState::Stuck {
+                                h.state = DeviceState::Running;
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Health of one device, for the admin, the web and metrics.
@@ -613,13 +687,17 @@ fn supervise(
     inbox: Receiver<Supervise>,
     events: mpsc::Sender<DeviceEvent>,
     registry: DeviceRegistry,
+    watch: CallWatch,
 ) {
     let dropped = Arc::new(AtomicU64::new(0));
     let mut backoff = FIRST_BACKOFF;
     let path = spec.plugin_path.display().to_string();
     loop {
         update(&registry, &spec.id, |h| h.state = DeviceState::Starting);
-        let failure = match Instance::create(&plugin, &spec, &events, &dropped) {
+        let created = watch.around("create", || {
+            Instance::create(&plugin, &spec, &events, &dropped)
+        });
+        let failure = match created {
             Err((code, reason)) => {
                 let what = if code == ffi::PANICKED {
                     "panicked"
@@ -640,17 +718,19 @@ fn supervise(
                     let dropped_now = dropped.load(Ordering::Relaxed);
                     update(&registry, &spec.id, |h| h.dropped_messages = dropped_now);
                     match inbox.recv_timeout(Duration::from_secs(1)) {
-                        Ok(Supervise::Deliver(message)) => match instance.send(&message) {
-                            Ok(()) => {}
-                            Err((code, reason)) if code == ffi::PANICKED => break reason,
-                            Err((_, reason)) => {
-                                tracing::warn!(device = %spec.id, "message refused: {reason}");
-                                update(&registry, &spec.id, |h| h.last_error = Some(reason));
+                        Ok(Supervise::Deliver(message)) => {
+                            match watch.around("send", || instance.send(&message)) {
+                                Ok(()) => {}
+                                Err((code, reason)) if code == ffi::PANICKED => break reason,
+                                Err((_, reason)) => {
+                                    tracing::warn!(device = %spec.id, "message refused: {reason}");
+                                    update(&registry, &spec.id, |h| h.last_error = Some(reason));
+                                }
                             }
-                        },
+                        }
                         Ok(Supervise::Restart(reason)) => break reason,
                         Ok(Supervise::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                            drop(instance);
+                            watch.around("destroy", || drop(instance));
                             update(&registry, &spec.id, |h| h.state = DeviceState::Stopped);
                             return;
                         }
@@ -662,7 +742,7 @@ fn supervise(
                     }
                 };
                 tracing::error!(device = %spec.id, plugin = %plugin.name, "device failed: {failure}");
-                drop(instance);
+                watch.around("destroy", || drop(instance));
                 failure
             }
         };
@@ -728,6 +808,7 @@ impl PluginHost {
         let registry: DeviceRegistry = Arc::new(Mutex::new(BTreeMap::new()));
         let (events_tx, events_rx) = mpsc::channel(EMIT_QUEUE);
         let mut devices = Vec::new();
+        let mut watches = Vec::new();
         for spec in specs {
             registry
                 .lock()
@@ -769,11 +850,24 @@ impl PluginHost {
             let thread_spec = spec.clone();
             let thread_events = events_tx.clone();
             let thread_registry = registry.clone();
+            let watch = CallWatch::default();
+            let thread_watch = watch.clone();
             match std::thread::Builder::new()
                 .name(format!("device-{}", spec.id))
-                .spawn(move || supervise(plugin, thread_spec, rx, thread_events, thread_registry))
-            {
-                Ok(thread) => devices.push((spec, tx, thread)),
+                .spawn(move || {
+                    supervise(
+                        plugin,
+                        thread_spec,
+                        rx,
+                        thread_events,
+                        thread_registry,
+                        thread_watch,
+                    )
+                }) {
+                Ok(thread) => {
+                    watches.push((spec.id.clone(), watch));
+                    devices.push((spec, tx, thread));
+                }
                 Err(e) => tracing::error!(device = %spec.id, "cannot start its thread: {e}"),
             }
         }
@@ -782,6 +876,11 @@ impl PluginHost {
             registry,
             scans: crate::kiosk::scan_feed(),
         };
+        tracker.spawn(watch_calls(
+            watches,
+            host.registry.clone(),
+            shutdown.clone(),
+        ));
         let outputs = host.outputs();
         let printers = PrintRouting::new(&host.devices);
         let ledger = PrintLedger::default();
@@ -844,8 +943,20 @@ impl PluginHost {
         for (_, tx, _) in &self.devices {
             let _ = tx.try_send(Supervise::Stop);
         }
+        let deadline = Instant::now() + STOP_WAIT;
         for (spec, tx, thread) in self.devices {
             drop(tx);
+            // Bounded: a thread stuck in a plugin call must not hold up the shutdown.
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !thread.is_finished() {
+                tracing::error!(
+                    device = %spec.id,
+                    "the device's thread is still in a plugin call; stopping without it"
+                );
+                continue;
+            }
             if thread.join().is_err() {
                 tracing::error!(device = %spec.id, "supervisor ended abnormally");
             }

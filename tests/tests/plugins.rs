@@ -643,3 +643,59 @@ fn a_plugin_written_in_c_runs_as_a_device() -> anyhow::Result<()> {
     assert!(daemon.terminate()?.success());
     Ok(())
 }
+
+/// A driver whose call never returns (waiting for a device that never answers) is shown as
+/// stuck, the other devices work on, and the daemon still stops within systemd's
+/// `TimeoutStopSec` (20 s): it used to wait for the call forever.
+#[test]
+fn a_plugin_call_that_never_returns_is_shown_stuck_and_does_not_hold_up_the_stop()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let blocking = compile_c_plugin(
+        Path::new("plugins/tests/c/echo_plugin.c"),
+        &dir.path().join("blocking.so"),
+        &["TEST_BLOCK_IN_SEND"],
+    )?;
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!(
+            "{}\n[[device]]\nid = \"hung-display\"\nplugin = \"{}\"\nrole = \"display\"\n",
+            sim_devices(scanner, buttons),
+            blocking.display()
+        ),
+    )?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    issue_and_call(&daemon)?;
+    let hung = wait_for(
+        "the hung device to be shown stuck",
+        Duration::from_secs(30),
+        || {
+            let h = device(&daemon, "hung-display")?;
+            Ok((h.state == DeviceState::Stuck).then_some(h))
+        },
+    )?;
+    assert!(
+        hung.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("`send` has not returned")),
+        "{hung:?}"
+    );
+    // The sim display got the call; scanning and printing work on.
+    wait_for(
+        "the sim display to show the call",
+        Duration::from_secs(10),
+        || {
+            let shown = std::fs::read_to_string(data.join("display.json")).unwrap_or_default();
+            Ok(shown.contains("A-001").then_some(()))
+        },
+    )?;
+    assert_eq!(scan_and_print(&daemon, &data, scanner, "B-300")?, "M-001");
+    let started = std::time::Instant::now();
+    let status = daemon.terminate()?;
+    assert!(status.success(), "{status}");
+    eprintln!("stopped in {:?} with a hung plugin call", started.elapsed());
+    Ok(())
+}

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "leitsystem_plugin.h"
 
@@ -59,6 +60,12 @@ static int32_t echo_send(void *instance, const uint8_t *message, size_t len, cha
     self->received++;
 #ifdef TEST_UNRESOLVED_SYMBOL
     leitsystem_test_missing_function();
+#endif
+#ifdef TEST_BLOCK_IN_SEND
+    /* A driver waiting for a device that never answers. */
+    for (;;) {
+        pause();
+    }
 #endif
     char reply[160];
     int n = snprintf(reply, sizeof reply,
