@@ -10,8 +10,9 @@
 //!   plugin (caught at the boundary), a `failed` message (e.g. a plugin thread panicked) or a
 //!   refused `create` marks the device failed; it is destroyed and created again with
 //!   exponential backoff (0.5 s doubling to 30 s). The queue keeps working meanwhile.
-//! - **Emit** only copies the message into a bounded channel ([`EMIT_QUEUE`]); when it is full
-//!   the message is dropped and counted in the device's health, never blocking the plugin.
+//! - **Emit** only copies the message into the device's own bounded channel ([`EMIT_QUEUE`]);
+//!   when it is full the message is dropped and counted in the device's health, never
+//!   blocking the plugin. The router takes from the devices' channels in turn.
 //! - **One way in**: scanner codes become `check_in`, button presses become desk commands with
 //!   the press's `event_id` as idempotency key, all through the same [`EngineHandle`].
 //! - **Derived outputs**: printers get `print` jobs for `ticket_issued` events; displays get the
@@ -44,7 +45,9 @@ use crate::domain::{
     TicketNumber,
 };
 
-/// Messages from all devices waiting for the router; beyond this, emits are dropped.
+/// Messages from one device waiting for the router; beyond this, that device's emits are
+/// dropped. Each device has its own queue and the router takes from them in turn, so a
+/// flooding device loses only its own messages.
 pub const EMIT_QUEUE: usize = 1024;
 /// Messages waiting for one device's supervisor.
 const DEVICE_QUEUE: usize = 64;
@@ -806,7 +809,8 @@ impl PluginHost {
         // Subscribed before anything is printed: every ticket issued from now on is seen.
         let committed = engine.feed();
         let registry: DeviceRegistry = Arc::new(Mutex::new(BTreeMap::new()));
-        let (events_tx, events_rx) = mpsc::channel(EMIT_QUEUE);
+        // One queue per device, merged fairly for the router.
+        let mut queues = futures_util::stream::SelectAll::new();
         let mut devices = Vec::new();
         let mut watches = Vec::new();
         for spec in specs {
@@ -848,7 +852,11 @@ impl PluginHost {
             };
             let (tx, rx) = std::sync::mpsc::sync_channel(DEVICE_QUEUE);
             let thread_spec = spec.clone();
-            let thread_events = events_tx.clone();
+            let (thread_events, device_events) = mpsc::channel(EMIT_QUEUE);
+            queues.push(Box::pin(futures_util::stream::unfold(
+                device_events,
+                |mut rx| async move { rx.recv().await.map(|event| (event, rx)) },
+            )) as DeviceEvents);
             let thread_registry = registry.clone();
             let watch = CallWatch::default();
             let thread_watch = watch.clone();
@@ -886,7 +894,7 @@ impl PluginHost {
         let ledger = PrintLedger::default();
         tracker.spawn(route(
             catalog.clone(),
-            events_rx,
+            queues,
             host.routes(),
             engine.clone(),
             host.registry.clone(),
@@ -1019,9 +1027,12 @@ fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, (&'static s
 }
 
 #[allow(clippy::too_many_arguments)]
+/// One device's emitted messages, as the router reads them.
+type DeviceEvents = std::pin::Pin<Box<dyn futures_util::Stream<Item = DeviceEvent> + Send>>;
+
 async fn route(
     catalog: Arc<Catalog>,
-    mut events: mpsc::Receiver<DeviceEvent>,
+    mut events: futures_util::stream::SelectAll<DeviceEvents>,
     devices: HashMap<String, (DeviceSpec, SyncSender<Supervise>)>,
     engine: EngineHandle,
     registry: DeviceRegistry,
@@ -1045,7 +1056,10 @@ async fn route(
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
-            event = events.recv() => match event { Some(e) => e, None => return },
+            event = futures_util::StreamExt::next(&mut events) => match event {
+                Some(e) => e,
+                None => return,
+            },
             _ = overdue_check.tick() => {
                 // Jobs no printer answered: lost on the way (a full queue, a restarting
                 // driver, a printer switched off). Failed, so they are reprinted.

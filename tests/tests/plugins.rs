@@ -699,3 +699,74 @@ fn a_plugin_call_that_never_returns_is_shown_stuck_and_does_not_hold_up_the_stop
     eprintln!("stopped in {:?} with a hung plugin call", started.elapsed());
     Ok(())
 }
+
+/// A scanner that floods the daemon (a stuck key, a faulty reader sending one code in a loop)
+/// must not cost the clerks their button presses: each device has its own emit queue, and the
+/// router takes from them in turn. All devices used to share one queue of 1,024.
+#[test]
+fn a_flooding_scanner_does_not_drop_the_button_presses() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let config = write_config_with_devices(dir.path(), &data, &sim_devices(scanner, buttons))?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    wait_for("the scanner to listen", Duration::from_secs(10), || {
+        Ok(device_line(scanner, "NOT-A-CODE").ok())
+    })?;
+    wait_for("the button box to listen", Duration::from_secs(10), || {
+        Ok(device_line(buttons, "3 pause").ok())
+    })?;
+    let mut flood = std::net::TcpStream::connect(("127.0.0.1", scanner))?;
+    let mut replies = flood.try_clone()?;
+    let drain = std::thread::spawn(move || {
+        let mut sink = [0u8; 65_536];
+        while matches!(replies.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let lines: String = (0..300_000).map(|i| format!("BK-FLOOD-{i}\n")).collect();
+    let writer = std::thread::spawn(move || flood.write_all(lines.as_bytes()));
+    // While the flood overflows (the scanner's own messages are being dropped): desk 1
+    // opens, desk 3 opens, desk 1 pauses, desk 3 closes.
+    wait_for("the flood to overflow", Duration::from_secs(30), || {
+        Ok((device(&daemon, "scanner")?.dropped_messages > 0).then_some(()))
+    })?;
+    for line in ["1 open", "3 open", "1 pause", "3 close"] {
+        assert_eq!(device_line(buttons, line)?, "OK");
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    let modes = || -> anyhow::Result<Vec<String>> {
+        let view = request(&daemon, &leitsystem::control::ControlRequest::State)?
+            .state
+            .context("no state")?;
+        Ok(["1", "3"]
+            .iter()
+            .map(|id| {
+                view.desks
+                    .iter()
+                    .find(|d| d.id.as_str() == *id)
+                    .map_or_else(String::new, |d| format!("{:?}", d.mode))
+            })
+            .collect())
+    };
+    let settled = wait_for(
+        "the presses to take effect",
+        Duration::from_secs(20),
+        || {
+            let now = modes()?;
+            Ok((now == ["Paused", "Closed"]).then_some(now))
+        },
+    );
+    let buttons_health = device(&daemon, "buttons")?;
+    let scanner_health = device(&daemon, "scanner")?;
+    eprintln!(
+        "dropped: scanner {}, buttons {}",
+        scanner_health.dropped_messages, buttons_health.dropped_messages
+    );
+    settled.with_context(|| format!("desk modes {:?}", modes().unwrap_or_default()))?;
+    assert_eq!(buttons_health.dropped_messages, 0, "{buttons_health:?}");
+    drop(drain);
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
