@@ -1026,10 +1026,10 @@ fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, (&'static s
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 /// One device's emitted messages, as the router reads them.
 type DeviceEvents = std::pin::Pin<Box<dyn futures_util::Stream<Item = DeviceEvent> + Send>>;
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     catalog: Arc<Catalog>,
     mut events: futures_util::stream::SelectAll<DeviceEvents>,
