@@ -83,6 +83,33 @@ fn start_with_env(tweak: impl Fn(String) -> String, env: &[(&str, &str)]) -> any
     })
 }
 
+impl Site {
+    /// Stops the daemon (it must exit cleanly) and starts it again on the same config and data.
+    fn restart(self) -> anyhow::Result<Site> {
+        let Site {
+            daemon,
+            url,
+            scanner,
+            config,
+            data,
+            _dir,
+        } = self;
+        anyhow::ensure!(
+            daemon.terminate()?.success(),
+            "the daemon did not stop cleanly"
+        );
+        let daemon = Daemon::start(&config, &data, &[])?;
+        Ok(Site {
+            daemon,
+            url,
+            scanner,
+            config,
+            data,
+            _dir,
+        })
+    }
+}
+
 /// An HTTP answer: status, headers (lower-case names), body.
 struct Answer {
     status: u16,
@@ -598,18 +625,7 @@ fn an_alarm_stays_listed_after_twenty_thousand_later_events_and_a_restart() -> a
     assert_eq!(listed[0]["seq"].as_u64(), Some(alarm_seq));
 
     // ... and after a restart (the view is in the store).
-    let Site {
-        daemon,
-        config,
-        data,
-        _dir,
-        ..
-    } = site;
-    anyhow::ensure!(
-        daemon.terminate()?.success(),
-        "the daemon did not stop cleanly"
-    );
-    let _daemon = Daemon::start(&config, &data, &[])?;
+    let _site = site.restart()?;
     let listed = alarms(&url)?;
     assert_eq!(listed.len(), 1, "lost in the restart: {listed:?}");
     assert_eq!(listed[0]["seq"].as_u64(), Some(alarm_seq));
@@ -774,22 +790,12 @@ fn an_idempotency_key_reused_for_another_command_is_refused() -> anyhow::Result<
     );
     assert_eq!(mode(&site.daemon)?, "Open");
 
-    let Site {
-        daemon,
-        config,
-        data,
-        _dir,
-        ..
-    } = site;
-    anyhow::ensure!(
-        daemon.terminate()?.success(),
-        "the daemon did not stop cleanly"
-    );
-    let daemon = Daemon::start(&config, &data, &[])?;
+    let site = site.restart()?;
+    let daemon = &site.daemon;
     let clerk = session(&url, "platz1")?;
     let other = post(&url, &clerk, "pause")?;
     assert_eq!(other.status, 409, "after the restart: {}", other.body);
     assert_eq!(post(&url, &clerk, "open")?.status, 200);
-    assert_eq!(mode(&daemon)?, "Open");
+    assert_eq!(mode(daemon)?, "Open");
     Ok(())
 }
