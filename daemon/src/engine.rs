@@ -73,7 +73,7 @@ pub struct AlarmRecord {
     pub at: Millis,
     /// The desk in danger.
     pub desk: DeskId,
-    /// The input it came from (`web:clerk1`, `plugin:buttons`, ...).
+    /// The input it came from (`web:platz1`, `buttons:<device id>`, `ctl`).
     pub source: String,
 }
 
@@ -656,12 +656,15 @@ impl Engine {
             .request_id
             .as_ref()
             .map(|id| format!("{}\u{1f}{id}", request.source));
-        let fingerprint = AnsweredRequest::fingerprint(&request.command);
-        if let Some(key) = &request_key {
+        // Only keyed requests need the fingerprint (a booking sync sends thousands without).
+        let fingerprint = request_key
+            .as_ref()
+            .map(|_| AnsweredRequest::fingerprint(&request.command));
+        if let (Some(key), Some(fingerprint)) = (&request_key, &fingerprint) {
             if let Some(answered) = self.requests.get(key) {
                 // The same key for another command is a client bug: repeating the first
                 // answer would tell it that its second command was done.
-                if !answered.command.is_empty() && answered.command != fingerprint {
+                if !answered.command.is_empty() && &answered.command != fingerprint {
                     return Err(CommandError::IdempotencyKeyReused {
                         request_id: request.request_id.clone().unwrap_or_default(),
                     });
@@ -689,7 +692,7 @@ impl Engine {
             Some(outcome) => outcome,
             None => self.issued_outcome(&decided.issued, decided.late_as_walk_in),
         };
-        if let Some(key) = request_key {
+        if let (Some(key), Some(fingerprint)) = (request_key, fingerprint) {
             let answered = AnsweredRequest {
                 command: fingerprint,
                 outcome: outcome.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
 use leitsystem::domain::{
-    BookingId, BookingInput, Command as EngineCommand, EventRecord, Outcome, PersonalData,
+    BookingId, BookingInput, Command as EngineCommand, DeskId, EventRecord, Outcome, PersonalData,
     ServiceId,
 };
 use leitsystem::plugin_host::DeviceHealth;
@@ -326,6 +326,22 @@ pub fn execute(daemon: &Daemon, command: EngineCommand) -> anyhow::Result<Outcom
         bail!("command refused: {:?}", response.error);
     }
     response.outcome.context("no outcome in the answer")
+}
+
+/// Opens `desk` and calls its next visitor ("next"); the call's outcome.
+pub fn open_and_call_next(daemon: &Daemon, desk: &str) -> anyhow::Result<Outcome> {
+    execute(
+        daemon,
+        EngineCommand::OpenDesk {
+            desk: DeskId::new(desk),
+        },
+    )?;
+    execute(
+        daemon,
+        EngineCommand::CallNext {
+            desk: DeskId::new(desk),
+        },
+    )
 }
 
 /// Pulls a walk-in ticket for `service` (priority 1); returns its call number.

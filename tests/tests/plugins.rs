@@ -26,18 +26,7 @@ fn issue_and_call(daemon: &Daemon) -> anyhow::Result<()> {
             priority: 1,
         },
     )?;
-    execute(
-        daemon,
-        Command::OpenDesk {
-            desk: DeskId::new("1"),
-        },
-    )?;
-    execute(
-        daemon,
-        Command::CallNext {
-            desk: DeskId::new("1"),
-        },
-    )?;
+    leitsystem_tests::daemon::open_and_call_next(daemon, "1")?;
     Ok(())
 }
 

@@ -430,7 +430,7 @@ fn ticket_state(view: &leitsystem::control::StateView, number: &str) -> String {
 #[test]
 fn a_clock_jump_is_held_until_an_admin_confirms_it_and_a_jump_back_undoes_itself()
 -> anyhow::Result<()> {
-    use leitsystem::domain::{Command, DeskId};
+    use leitsystem::domain::Command;
     use leitsystem_tests::daemon::{execute, walk_in};
     let lib = libfaketime()?;
     let clock_dir = tempfile::tempdir()?;
@@ -452,18 +452,7 @@ fn a_clock_jump_is_held_until_an_admin_confirms_it_and_a_jump_back_undoes_itself
 
     assert_eq!(walk_in(daemon, "ausweis")?, "A-001");
     assert_eq!(walk_in(daemon, "ausweis")?, "A-002");
-    execute(
-        daemon,
-        Command::OpenDesk {
-            desk: DeskId::new("1"),
-        },
-    )?;
-    execute(
-        daemon,
-        Command::CallNext {
-            desk: DeskId::new("1"),
-        },
-    )?;
+    leitsystem_tests::daemon::open_and_call_next(daemon, "1")?;
     let today = state(daemon)?.day.context("no day")?;
 
     // The clock jumps a day ahead: the day stays, A-001 stays called, the numbers go on.
@@ -651,18 +640,18 @@ fn park_resume_and_next_from_the_clerk_page_in_chromium() -> anyhow::Result<()> 
     log_in_on_page(&mut browser, "platz1")?;
     browser.wait_text("#desk-label", "Platz 1", 5_000)?;
     browser.click("button[data-action=open]")?;
-    browser.wait_text("#mode", "open", 2_000)?;
+    browser.wait_text("#mode", "open", 5_000)?;
 
     browser.click("button[data-action=next]")?;
-    browser.wait_text("#visitor-ticket", "A-001", 2_000)?;
+    browser.wait_text("#visitor-ticket", "A-001", 5_000)?;
     browser.click("button[data-action=start]")?;
-    browser.wait_text("#visitor-state", "serving", 2_000)?;
+    browser.wait_text("#visitor-state", "serving", 5_000)?;
     browser.click("button[data-action=park]")?;
-    browser.wait_text("#parked", "A-001", 2_000)?;
+    browser.wait_text("#parked", "A-001", 5_000)?;
     browser.click("button[data-action=next]")?;
-    browser.wait_text("#visitor-ticket", "A-002", 2_000)?;
+    browser.wait_text("#visitor-ticket", "A-002", 5_000)?;
     browser.click("button[data-action=start]")?;
-    browser.wait_text("#visitor-state", "serving", 2_000)?;
+    browser.wait_text("#visitor-state", "serving", 5_000)?;
     browser.screenshot(&artifacts("web")?.join("clerk-parked.png"))?;
 
     browser.click("#parked button.resume[data-ticket=A-001]")?;
@@ -671,9 +660,9 @@ fn park_resume_and_next_from_the_clerk_page_in_chromium() -> anyhow::Result<()> 
         Ok((buttons == 0).then_some(()))
     })?;
     browser.click("button[data-action=next]")?;
-    browser.wait_text("#visitor-ticket", "A-001", 2_000)?;
+    browser.wait_text("#visitor-ticket", "A-001", 5_000)?;
     browser.use_page("display");
-    browser.wait_text("#current-call .ticket", "A-001", 2_000)?;
+    browser.wait_text("#current-call .ticket", "A-001", 5_000)?;
     browser.wait_text("#current-call", "Platz 1", 1_000)?;
 
     let view = state(daemon)?;

@@ -295,12 +295,15 @@ pub fn start(
     let cursor = outbox::Cursor::in_dir(data_dir, engine.log_epoch());
     let mut acked = cursor.load().map_err(anyhow::Error::msg)?;
     if acked > engine.last_seq() {
-        // The store is older than the cursor (restored from a backup): what the log holds
-        // beyond its end now is new and must go out.
+        // The store is older than the cursor (a store restored from a backup without its
+        // cursor): events from the log's end on go out, else new ones would wait until the
+        // log passed the old cursor. Their seqs up to the old cursor were seen under this
+        // epoch before the restore, so a website following the contract drops those.
         tracing::warn!(
             cursor = acked,
             last_seq = engine.last_seq(),
-            "the outbox cursor is beyond the event log; publishing from the log's end"
+            "the outbox cursor is beyond the event log (restored store?); publishing from the \
+             log's end, and the website drops seqs it saw before the restore"
         );
         acked = engine.last_seq();
     }
