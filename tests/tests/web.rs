@@ -214,11 +214,20 @@ fn health_and_metrics_answer() -> anyhow::Result<()> {
     let health = http_get(&format!("{url}/healthz"))?;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");
-    let metrics = http_get(&format!("{url}/metrics"))?;
-    assert!(
-        metrics.contains("leitsystem_waiting_tickets{service=\"meldung\"} 1"),
-        "{metrics}"
-    );
+    // The metrics are derived from the committed events a moment after the
+    // commit (like the display), so a scrape right after the walk-in may lag.
+    let mut last = String::new();
+    let metrics = wait_for(
+        "the walk-in in the metrics",
+        Duration::from_secs(10),
+        || {
+            last = http_get(&format!("{url}/metrics"))?;
+            Ok(last
+                .contains("leitsystem_waiting_tickets{service=\"meldung\"} 1")
+                .then(|| last.clone()))
+        },
+    )
+    .map_err(|e| e.context(last.clone()))?;
     assert!(
         metrics.contains("# TYPE leitsystem_event_log_seq counter"),
         "{metrics}"
