@@ -46,8 +46,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anybody (kiosk, display, login, the API document).
+    /// Anybody (display, login, the API document).
     Public,
+    /// Anybody at an address of `[web] kiosk_clients` (anybody when the list is absent).
+    Kiosk,
     /// A logged-in user of any role.
     User,
     /// A clerk of the `{desk}` in the path, or an admin.
@@ -88,9 +90,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/desks/{desk}/alarm", Access::Desk),
     route("POST", "/desks/{desk}/resume", Access::Desk),
     route("POST", "/desks/{desk}/{action}", Access::Desk),
-    route("GET", "/kiosk/services", Access::Public),
-    route("POST", "/kiosk/tickets", Access::Public),
-    route("GET", "/kiosk/ws", Access::Public),
+    route("GET", "/kiosk/services", Access::Kiosk),
+    route("POST", "/kiosk/tickets", Access::Kiosk),
+    route("GET", "/kiosk/ws", Access::Kiosk),
     route("GET", "/presence", Access::Admin),
     route("GET", "/presence/evacuation", Access::Admin),
     route("GET", "/devices", Access::Admin),
@@ -185,6 +187,7 @@ pub struct ApiState {
     pub scans: ScanFeed,
     kiosk_per_minute: u32,
     kiosk_limiter: Mutex<RateLimiter>,
+    kiosk_clients: Option<Vec<crate::web::AddressRange>>,
 }
 
 impl ApiState {
@@ -194,13 +197,14 @@ impl ApiState {
         web: Option<&crate::web::WebConfig>,
         scans: ScanFeed,
     ) -> ApiState {
-        let (users, idle, rate) = match web {
+        let (users, idle, rate, kiosk_clients) = match web {
             Some(w) => (
                 w.users(),
                 w.session_idle(),
                 u32::try_from(*w.kiosk_tickets_per_minute.get_ref()).unwrap_or(10),
+                w.kiosk_clients(),
             ),
-            None => (Vec::new(), Duration::from_secs(12 * 3600), 10),
+            None => (Vec::new(), Duration::from_secs(12 * 3600), 10, None),
         };
         ApiState {
             catalog,
@@ -208,6 +212,7 @@ impl ApiState {
             scans,
             kiosk_per_minute: rate,
             kiosk_limiter: Mutex::new(RateLimiter::default()),
+            kiosk_clients,
         }
     }
 }
@@ -235,9 +240,9 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> warp
     json_reply(status, &json!({"error": code, "message": message.into()}))
 }
 
-fn too_many(wait: Duration, message: &str) -> warp::reply::Response {
+fn too_many(code: &str, wait: Duration, message: &str) -> warp::reply::Response {
     let secs = wait.as_secs().max(1);
-    let reply = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let reply = error(StatusCode::TOO_MANY_REQUESTS, code, message);
     warp::reply::with_header(reply, "retry-after", secs.to_string()).into_response()
 }
 
@@ -290,7 +295,20 @@ pub fn authorize(
     route: &Route,
     params: &[&str],
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Result<Option<(String, Arc<User>)>, warp::reply::Response> {
+    if route.access == Access::Kiosk {
+        if let Some(allowed) = &api.kiosk_clients {
+            if !client.is_some_and(|ip| allowed.iter().any(|range| range.contains(ip))) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "not_a_kiosk",
+                    "this computer is not a kiosk of this site ([web] kiosk_clients)",
+                ));
+            }
+        }
+        return Ok(session_user(api, headers));
+    }
     if route.access == Access::Public {
         return Ok(session_user(api, headers));
     }
@@ -302,7 +320,7 @@ pub fn authorize(
         ));
     };
     let allowed = match route.access {
-        Access::Public | Access::User => true,
+        Access::Public | Access::Kiosk | Access::User => true,
         Access::Admin => user.role == Role::Admin,
         Access::Desk => params.first().is_some_and(|d| user.may_use_desk(d)),
     };
@@ -373,7 +391,7 @@ pub async fn handle(
             error(StatusCode::NOT_FOUND, "not_found", "no such API route")
         };
     };
-    let user = match authorize(&ctx.api, &route, &params, &headers) {
+    let user = match authorize(&ctx.api, &route, &params, &headers, remote.map(|a| a.ip())) {
         Ok(user) => user,
         Err(answer) => return answer,
     };
@@ -560,11 +578,8 @@ async fn login(ctx: &Ctx, body: &[u8], ip: Option<IpAddr>) -> warp::reply::Respo
     if input.name.len() > 256 || input.password.len() > 1024 {
         return error(StatusCode::BAD_REQUEST, "bad_request", "too long");
     }
-    let auth = ctx.api.auth.clone();
-    let result =
-        tokio::task::spawn_blocking(move || auth.login(&input.name, &input.password, ip)).await;
-    match result {
-        Ok(Ok((token, user))) => {
+    match ctx.api.auth.login(&input.name, &input.password, ip).await {
+        Ok((token, user)) => {
             let reply = json_reply(StatusCode::OK, &user_json(&user));
             warp::reply::with_header(
                 reply,
@@ -577,15 +592,21 @@ async fn login(ctx: &Ctx, body: &[u8], ip: Option<IpAddr>) -> warp::reply::Respo
             )
             .into_response()
         }
-        Ok(Err(LoginError::Invalid)) => error(
+        Err(LoginError::Invalid) => error(
             StatusCode::UNAUTHORIZED,
             "invalid_login",
             "wrong name or password",
         ),
-        Ok(Err(LoginError::Locked(wait))) => {
-            too_many(wait, "too many failed logins; try again later")
-        }
-        Err(_) => unavailable(),
+        Err(LoginError::Locked(wait)) => too_many(
+            "locked",
+            wait,
+            "too many failed logins from this computer; try again later",
+        ),
+        Err(LoginError::Busy) => too_many(
+            "busy",
+            Duration::from_secs(1),
+            "too many logins at once; try again in a moment",
+        ),
     }
 }
 
@@ -747,7 +768,11 @@ async fn kiosk_ticket(
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .allow(ip, ctx.api.kiosk_per_minute);
         if let Err(wait) = allowed {
-            return too_many(wait, "too many tickets from this terminal; please wait");
+            return too_many(
+                "rate_limited",
+                wait,
+                "too many tickets from this terminal; please wait",
+            );
         }
     }
     let request = CommandRequest {
@@ -1016,13 +1041,14 @@ async fn alarms(ctx: &Ctx) -> warp::reply::Response {
     json_reply(StatusCode::OK, &json!({ "alarms": list }))
 }
 
-/// Answer of a WebSocket route before the upgrade: the user, or the refusal.
+/// Answer of a WebSocket route before the upgrade: the session token (if any), or the refusal.
 pub fn ws_authorize(
     api: &ApiState,
     path: &str,
     params: &[&str],
     headers: &HeaderMap,
-) -> Result<(), warp::reply::Response> {
+    client: Option<IpAddr>,
+) -> Result<Option<String>, warp::reply::Response> {
     let Some((route, _)) = ROUTES.iter().find(|r| r.path == path).map(|r| (*r, ())) else {
         return Err(error(StatusCode::NOT_FOUND, "not_found", "no such route"));
     };
@@ -1033,22 +1059,31 @@ pub fn ws_authorize(
             "the request comes from another origin",
         ));
     }
-    authorize(api, &route, params, headers).map(|_| ())
+    authorize(api, &route, params, headers, client).map(|user| user.map(|(token, _)| token))
 }
 
 /// The clerk page's WebSocket: the desk view now and after every committed change.
+/// Ends when the page goes away, a send fails, the daemon stops, or the session ends (logout
+/// or idle timeout: checked before every push and heartbeat, and at once on a logout).
 pub async fn desk_socket(
     socket: warp::ws::WebSocket,
     ctx: Ctx,
     desk: String,
+    token: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut committed = ctx.engine.subscribe();
+    let mut logouts = ctx.api.auth.logouts();
     let (mut tx, mut rx) = socket.split();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut send_view = true;
     loop {
+        if !ctx.api.auth.is_live(&token) {
+            let close = warp::ws::Message::close_with(4401_u16, "session ended");
+            let _ = tx.send(close).await;
+            break;
+        }
         if send_view {
             let message = match desk_view(&ctx, &desk).await {
                 Ok(view) => json!({"type": "desk", "desk": view}),
@@ -1068,6 +1103,7 @@ pub async fn desk_socket(
                 let _ = tx.send(warp::ws::Message::close()).await;
                 break;
             }
+            _ = logouts.changed() => {}
             record = committed.recv() => {
                 match record {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -1139,7 +1175,7 @@ mod tests {
             let public = op["security"] == json!([]);
             assert_eq!(
                 public,
-                r.access == Access::Public,
+                matches!(r.access, Access::Public | Access::Kiosk),
                 "{} {}",
                 r.method,
                 r.path

@@ -1,7 +1,16 @@
 //! Logins for the clerk and admin pages: users from `[[web.user]]` with argon2id password
 //! hashes (PHC strings, made by `leitsystemd hash-password`), sessions kept in memory behind a
-//! random 256-bit cookie token with an idle timeout, and failed logins rate-limited per user
-//! name and per client address.
+//! random 256-bit cookie token with an idle timeout, and failed logins rate-limited.
+//!
+//! A password check costs argon2's 19 MiB and tens of milliseconds, so checks run on a fixed
+//! pool of [`VERIFIERS`] threads behind a queue of [`VERIFY_QUEUE`] waiting logins; a login that
+//! finds the queue full is answered "busy" at once (429). Memory stays bounded however many
+//! logins arrive.
+//!
+//! An attempt is counted *before* its password is checked, so parallel guesses cannot overtake
+//! the lock: after [`MAX_FAILURES`] attempts that failed or are still being checked, the key is
+//! locked for [`LOCK`]. The keys are the client address (any name) and the name *at* that
+//! address: a lock made from one address never keeps the user out at another one.
 //!
 //! Unknown user names are verified against a dummy hash, so a login takes about as long
 //! whether the name exists or not.
@@ -16,8 +25,12 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "leitsystem_session";
-/// Failed logins (per user name or per address) before the lock.
+/// Failed logins (per address, and per name at an address) before the lock.
 pub const MAX_FAILURES: u32 = 5;
+/// Threads that check passwords (each needs argon2's 19 MiB while it checks).
+pub const VERIFIERS: usize = 2;
+/// Logins that may wait for a verifier; more are answered "busy".
+pub const VERIFY_QUEUE: usize = 8;
 /// How long a lock lasts.
 pub const LOCK: Duration = Duration::from_secs(60);
 /// Failures older than this are forgotten.
@@ -89,6 +102,59 @@ fn verify(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// One password to check and where the answer goes.
+struct VerifyJob {
+    password: String,
+    hash: String,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The fixed pool of password-checking threads and its bounded queue.
+#[derive(Debug)]
+struct Verifier {
+    jobs: std::sync::mpsc::SyncSender<VerifyJob>,
+}
+
+impl Verifier {
+    /// Starts [`VERIFIERS`] threads; they end when the verifier is dropped.
+    fn start() -> Verifier {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<VerifyJob>(VERIFY_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..VERIFIERS {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("login-verify-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                            queue.recv()
+                        };
+                        let Ok(job) = job else { break };
+                        let ok = verify(&job.password, &job.hash);
+                        let _ = job.answer.send(ok);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password verifier thread");
+            }
+        }
+        Verifier { jobs }
+    }
+
+    /// Checks `password` against `hash`; `None` when the queue is full (or no verifier runs).
+    async fn verify(&self, password: &str, hash: &str) -> Option<bool> {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let job = VerifyJob {
+            password: password.to_string(),
+            hash: hash.to_string(),
+            answer,
+        };
+        self.jobs.try_send(job).ok()?;
+        result.await.ok()
+    }
+}
+
 /// Why a login failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginError {
@@ -96,6 +162,16 @@ pub enum LoginError {
     Invalid,
     /// Too many failures: try again after this long.
     Locked(Duration),
+    /// Too many logins being checked at once: try again in a moment.
+    Busy,
+}
+
+/// What one attempt added to the failure table (undone if the password was right).
+#[derive(Debug)]
+struct Attempt {
+    keys: Vec<String>,
+    /// Keys this attempt locked.
+    locked: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -119,6 +195,9 @@ pub struct Auth {
     dummy_hash: String,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
+    verifier: Verifier,
+    /// Counts logouts, so open sockets learn at once that a session may have ended.
+    logouts: tokio::sync::watch::Sender<u64>,
 }
 
 impl Auth {
@@ -134,6 +213,8 @@ impl Auth {
             dummy_hash,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            verifier: Verifier::start(),
+            logouts: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -142,28 +223,27 @@ impl Auth {
         self.idle
     }
 
-    fn locked(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        keys.iter()
-            .filter_map(|k| failures.get(k))
-            .filter_map(|f| f.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[String], now: Instant) {
+    /// Counts an attempt on every key, unless one of them is locked (then: how long).
+    fn begin_attempt(&self, keys: Vec<String>, now: Instant) -> Result<Attempt, Duration> {
         let mut failures = self
             .failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let wait = keys
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .filter_map(|f| f.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
         if failures.len() > MAX_FAILURE_RECORDS {
             failures.retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW);
         }
-        for key in keys {
+        let mut locked = Vec::new();
+        for key in &keys {
             let entry = failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
                 last: now,
@@ -177,37 +257,59 @@ impl Auth {
             if entry.count >= MAX_FAILURES {
                 entry.count = 0;
                 entry.locked_until = Some(now + LOCK);
+                locked.push(key.clone());
+            }
+        }
+        Ok(Attempt { keys, locked })
+    }
+
+    /// Takes back an attempt that was not a failure (right password, or never checked).
+    fn undo_attempt(&self, attempt: &Attempt) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in &attempt.keys {
+            if let Some(entry) = failures.get_mut(key) {
+                if attempt.locked.contains(key) {
+                    entry.locked_until = None;
+                    entry.count = MAX_FAILURES - 1;
+                } else {
+                    entry.count = entry.count.saturating_sub(1);
+                }
             }
         }
     }
 
-    /// Checks name and password (slow: argon2; call it off the async threads). On success,
-    /// returns a new session token and the user.
-    pub fn login(
+    /// Checks name and password. On success, returns a new session token and the user.
+    pub async fn login(
         &self,
         name: &str,
         password: &str,
         client: Option<IpAddr>,
     ) -> Result<(String, Arc<User>), LoginError> {
         let now = Instant::now();
-        let mut keys = vec![format!("user:{name}")];
-        if let Some(ip) = client {
-            keys.push(format!("ip:{ip}"));
-        }
-        if let Some(wait) = self.locked(&keys, now) {
-            return Err(LoginError::Locked(wait));
-        }
+        let keys = match client {
+            Some(ip) => vec![format!("ip:{ip}"), format!("user:{name}@{ip}")],
+            None => vec![format!("user:{name}")],
+        };
+        let attempt = self.begin_attempt(keys, now).map_err(LoginError::Locked)?;
         let user = self.users.get(name);
         let hash = user.map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
-        let ok = verify(password, hash) && user.is_some();
-        let Some(user) = user.filter(|_| ok) else {
-            self.record_failure(&keys, now);
+        let Some(verified) = self.verifier.verify(password, hash).await else {
+            self.undo_attempt(&attempt);
+            return Err(LoginError::Busy);
+        };
+        let Some(user) = user.filter(|_| verified) else {
             return Err(LoginError::Invalid);
         };
-        self.failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&keys[0]);
+        self.undo_attempt(&attempt);
+        if let Some(name_at_address) = attempt.keys.get(1) {
+            self.failures
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(name_at_address);
+        }
         let token = new_token();
         let mut sessions = self
             .sessions
@@ -249,12 +351,29 @@ impl Auth {
         Some(session.user.clone())
     }
 
-    /// Ends a session.
+    /// Whether a session is live, without restarting its idle timer (for open sockets, which
+    /// must not keep a session alive by themselves).
+    pub fn is_live(&self, token: &str) -> bool {
+        let now = Instant::now();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(token)
+            .is_some_and(|s| now.duration_since(s.last_seen) < self.idle)
+    }
+
+    /// Ends a session (and tells the open sockets).
     pub fn logout(&self, token: &str) {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(token);
+        self.logouts.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes on every logout.
+    pub fn logouts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.logouts.subscribe()
     }
 }
 
@@ -289,33 +408,96 @@ mod tests {
         )
     }
 
-    #[test]
-    fn login_session_logout() {
+    #[tokio::test]
+    async fn login_session_logout() {
         let auth = auth();
-        let Ok((token, user)) = auth.login("platz1", "geheim", None) else {
+        let Ok((token, user)) = auth.login("platz1", "geheim", None).await else {
             panic!("login failed");
         };
         assert_eq!(token.len(), 64);
         assert!(user.may_use_desk("1") && !user.may_use_desk("2"));
-        assert!(auth.session(&token).is_some());
+        assert!(auth.session(&token).is_some() && auth.is_live(&token));
         auth.logout(&token);
-        assert!(auth.session(&token).is_none());
+        assert!(auth.session(&token).is_none() && !auth.is_live(&token));
         assert_eq!(
-            auth.login("nobody", "geheim", None),
+            auth.login("nobody", "geheim", None).await,
             Err(LoginError::Invalid)
         );
     }
 
-    #[test]
-    fn repeated_failures_lock_the_name() {
+    #[tokio::test]
+    async fn repeated_failures_lock_the_name() {
         let auth = auth();
         for _ in 0..MAX_FAILURES {
-            assert_eq!(auth.login("platz1", "x", None), Err(LoginError::Invalid));
+            assert_eq!(
+                auth.login("platz1", "x", None).await,
+                Err(LoginError::Invalid)
+            );
         }
         assert!(matches!(
-            auth.login("platz1", "geheim", None),
+            auth.login("platz1", "geheim", None).await,
             Err(LoginError::Locked(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_lock_made_at_one_address_does_not_keep_the_user_out_at_another() {
+        let auth = auth();
+        let (attacker, clerk) = (
+            Some(IpAddr::from([10, 0, 0, 66])),
+            Some(IpAddr::from([10, 0, 0, 1])),
+        );
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                auth.login("platz1", "x", attacker).await,
+                Err(LoginError::Invalid)
+            );
+        }
+        assert!(matches!(
+            auth.login("platz1", "geheim", attacker).await,
+            Err(LoginError::Locked(_))
+        ));
+        assert!(matches!(
+            auth.login("someone-else", "x", attacker).await,
+            Err(LoginError::Locked(_))
+        ));
+        assert!(auth.login("platz1", "geheim", clerk).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_right_password_does_not_reset_the_count_of_its_address() {
+        let auth = auth();
+        let ip = Some(IpAddr::from([10, 0, 0, 66]));
+        for _ in 0..MAX_FAILURES - 1 {
+            assert_eq!(auth.login("admin", "x", ip).await, Err(LoginError::Invalid));
+        }
+        assert!(auth.login("platz1", "geheim", ip).await.is_ok());
+        assert_eq!(auth.login("admin", "x", ip).await, Err(LoginError::Invalid));
+        assert!(matches!(
+            auth.login("admin", "y", ip).await,
+            Err(LoginError::Locked(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn parallel_guesses_are_counted_before_they_are_checked() {
+        let auth = Arc::new(auth());
+        let ip = Some(IpAddr::from([10, 0, 0, 66]));
+        let guesses: Vec<_> = (0..40)
+            .map(|n| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.login("platz1", &format!("guess{n}"), ip).await })
+            })
+            .collect();
+        let mut checked = 0;
+        for guess in guesses {
+            match guess.await {
+                Ok(Err(LoginError::Invalid)) => checked += 1,
+                Ok(Err(LoginError::Locked(_) | LoginError::Busy)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(checked, MAX_FAILURES);
     }
 
     #[test]

@@ -222,7 +222,7 @@ impl Catalog {
                 }
                 ring
             },
-            accept_unsigned: config.tokens.accept_unsigned || config.tokens.keys.is_empty(),
+            accept_unsigned: config.tokens.accept_unsigned,
         })
     }
 

@@ -502,6 +502,38 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// What a valid config does that a real site should know about: logged at start-up and
+    /// printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tokens.accept_unsigned {
+            out.push(
+                "[tokens] accept_unsigned = true: plain booking ids are checked in without a \
+                 signature, so anyone who knows (or guesses) a booking id can check it in; \
+                 for testing and demos only"
+                    .to_string(),
+            );
+        } else if self.tokens.keys.is_empty() {
+            out.push(
+                "[tokens] has no keys and accept_unsigned is not set: no scanned code can \
+                 check anybody in; add the website's public key (keys = [{ id = 1, \
+                 public_key = \"...\" }])"
+                    .to_string(),
+            );
+        }
+        if let Some(web) = &self.web {
+            if !web.listen.ip().is_loopback() && web.kiosk_clients.is_none() {
+                out.push(format!(
+                    "[web] listens on {} without kiosk_clients: any computer on the network \
+                     can pull and print walk-in tickets; list the kiosks' addresses \
+                     (kiosk_clients = [\"192.168.10.20\"])",
+                    web.listen
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

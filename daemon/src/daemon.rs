@@ -812,6 +812,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::from_config(&config).context("building the catalog")?);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let options = store_options(&config);
     let socket_path = config.control_socket(&data_dir);
     let open_catalog = catalog.clone();

@@ -13,7 +13,7 @@
 //! Nothing here writes: every change goes through the engine like any other input.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -49,9 +49,88 @@ pub struct WebConfig {
     /// Walk-in tickets one client address may pull at the kiosk per minute.
     #[serde(default = "default_kiosk_rate")]
     pub kiosk_tickets_per_minute: Spanned<i64>,
+    /// Open wall-display WebSockets at most (`/display/ws`, no login); more are refused (503).
+    #[serde(default = "default_display_sockets")]
+    pub max_display_sockets: Spanned<i64>,
+    /// Open clerk-console WebSockets at most (`/api/v1/desks/{desk}/ws`).
+    #[serde(default = "default_console_sockets")]
+    pub max_console_sockets: Spanned<i64>,
+    /// Open kiosk WebSockets at most (`/api/v1/kiosk/ws`).
+    #[serde(default = "default_kiosk_sockets")]
+    pub max_kiosk_sockets: Spanned<i64>,
+    /// The only client addresses (or networks, `192.168.10.0/24`) that may use the kiosk API:
+    /// pull tickets, list services, follow scans. Absent: any address.
+    #[serde(default)]
+    pub kiosk_clients: Option<Vec<Spanned<String>>>,
     /// `[[web.user]]`: the clerks and admins.
     #[serde(rename = "user", default)]
     pub users: Vec<WebUserConfig>,
+}
+
+fn default_display_sockets() -> Spanned<i64> {
+    Spanned::new(0..0, 64)
+}
+
+fn default_console_sockets() -> Spanned<i64> {
+    Spanned::new(0..0, 128)
+}
+
+fn default_kiosk_sockets() -> Spanned<i64> {
+    Spanned::new(0..0, 16)
+}
+
+/// An address or a network (`10.1.2.3`, `10.1.2.0/24`, `fd00::/8`) a client must be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl AddressRange {
+    /// Parses `ip` or `ip/prefix`.
+    pub fn parse(text: &str) -> Result<AddressRange, String> {
+        let (ip, prefix) = match text.split_once('/') {
+            Some((ip, prefix)) => (ip, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{text}' is no IP address or network"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{text}': the prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(AddressRange { network, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4 address mapped into IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (value, network, width) = match (ip, self.network) {
+            (IpAddr::V4(ip), IpAddr::V4(net)) => {
+                (u128::from(u32::from(ip)), u128::from(u32::from(net)), 32)
+            }
+            (IpAddr::V6(ip), IpAddr::V6(net)) => (u128::from(ip), u128::from(net), 128),
+            _ => return false,
+        };
+        let host_bits = width - u32::from(self.prefix);
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            u128::MAX << host_bits
+        };
+        value & mask == network & mask
+    }
 }
 
 fn default_session_idle() -> Spanned<i64> {
@@ -97,6 +176,46 @@ impl WebConfig {
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(u64::try_from(*self.session_idle_minutes.get_ref()).unwrap_or(1) * 60)
     }
+
+    /// The kiosk allow-list of a validated config (`None`: any address).
+    pub fn kiosk_clients(&self) -> Option<Vec<AddressRange>> {
+        self.kiosk_clients.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|a| AddressRange::parse(a.get_ref()).ok())
+                .collect()
+        })
+    }
+
+    /// The socket caps of a validated config: display, console, kiosk.
+    pub fn socket_caps(&self) -> SocketCaps {
+        let cap = |v: &Spanned<i64>| usize::try_from(*v.get_ref()).unwrap_or(1);
+        SocketCaps {
+            display: cap(&self.max_display_sockets),
+            console: cap(&self.max_console_sockets),
+            kiosk: cap(&self.max_kiosk_sockets),
+        }
+    }
+}
+
+/// Most WebSockets open at once, per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketCaps {
+    /// Wall displays.
+    pub display: usize,
+    /// Clerk consoles.
+    pub console: usize,
+    /// Kiosks.
+    pub kiosk: usize,
+}
+
+impl Default for SocketCaps {
+    fn default() -> Self {
+        SocketCaps {
+            display: 64,
+            console: 128,
+            kiosk: 16,
+        }
+    }
 }
 
 /// Semantic problems of `[web]` (span, message), for the config's list of problems.
@@ -118,6 +237,24 @@ pub fn validate_config(
             web.kiosk_tickets_per_minute.span(),
             format!("kiosk_tickets_per_minute = {rate} is out of range 1..=1000"),
         ));
+    }
+    for (value, key) in [
+        (&web.max_display_sockets, "max_display_sockets"),
+        (&web.max_console_sockets, "max_console_sockets"),
+        (&web.max_kiosk_sockets, "max_kiosk_sockets"),
+    ] {
+        let n = *value.get_ref();
+        if !(1..=10_000).contains(&n) {
+            out.push((
+                value.span(),
+                format!("{key} = {n} is out of range 1..=10000"),
+            ));
+        }
+    }
+    for address in web.kiosk_clients.iter().flatten() {
+        if let Err(e) = AddressRange::parse(address.get_ref()) {
+            out.push((address.span(), format!("kiosk_clients: {e}")));
+        }
     }
     let mut names = std::collections::HashSet::new();
     for user in &web.users {
@@ -177,6 +314,45 @@ pub struct WebState {
     clients: Arc<AtomicUsize>,
     shutdown: CancellationToken,
     api: Option<Arc<crate::api::ApiState>>,
+    slots: SocketSlots,
+}
+
+/// Free places for WebSockets, per kind (a permit lives as long as its socket).
+#[derive(Clone)]
+struct SocketSlots {
+    display: Arc<tokio::sync::Semaphore>,
+    console: Arc<tokio::sync::Semaphore>,
+    kiosk: Arc<tokio::sync::Semaphore>,
+}
+
+impl SocketSlots {
+    fn new(caps: SocketCaps) -> SocketSlots {
+        SocketSlots {
+            display: Arc::new(tokio::sync::Semaphore::new(caps.display)),
+            console: Arc::new(tokio::sync::Semaphore::new(caps.console)),
+            kiosk: Arc::new(tokio::sync::Semaphore::new(caps.kiosk)),
+        }
+    }
+}
+
+/// A place for one more socket of a kind, or the 503 that refuses it.
+#[allow(clippy::result_large_err)] // the refusal is the reply itself, built once per refusal
+fn socket_slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+    kind: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, warp::reply::Response> {
+    slots.clone().try_acquire_owned().map_err(|_| {
+        tracing::warn!(
+            kind,
+            "WebSocket refused: the cap of open {kind} sockets is reached"
+        );
+        let reply = crate::api::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_sockets",
+            format!("too many open {kind} connections; try again later"),
+        );
+        warp::reply::with_header(reply, "retry-after", "10").into_response()
+    })
 }
 
 impl WebState {
@@ -196,6 +372,7 @@ impl WebState {
             clients: Arc::new(AtomicUsize::new(0)),
             shutdown,
             api: None,
+            slots: SocketSlots::new(SocketCaps::default()),
         }
     }
 
@@ -208,6 +385,9 @@ impl WebState {
         scans: crate::kiosk::ScanFeed,
     ) -> Self {
         self.api = Some(Arc::new(crate::api::ApiState::new(catalog, web, scans)));
+        if let Some(web) = web {
+            self.slots = SocketSlots::new(web.socket_caps());
+        }
         self
     }
 
@@ -326,8 +506,16 @@ pub fn routes(
         .and(warp::ws())
         .and(with_state(state.clone()))
         .map(|ws: warp::ws::Ws, state: WebState| {
+            let slot = match socket_slot(&state.slots.display, "display") {
+                Ok(slot) => slot,
+                Err(refused) => return refused,
+            };
             ws.max_message_size(4096)
-                .on_upgrade(move |socket| display_socket(socket, state))
+                .on_upgrade(move |socket| async move {
+                    display_socket(socket, state).await;
+                    drop(slot);
+                })
+                .into_response()
         });
     let api_display = warp::path!("api" / "v1" / "display")
         .and(warp::get())
@@ -360,33 +548,59 @@ pub fn routes(
                 let Some(ctx) = state.ctx() else {
                     return no_api();
                 };
-                if let Err(answer) =
-                    crate::api::ws_authorize(&ctx.api, "/desks/{desk}/ws", &[&desk], &headers)
-                {
-                    return answer;
-                }
+                let token = match crate::api::ws_authorize(
+                    &ctx.api,
+                    "/desks/{desk}/ws",
+                    &[&desk],
+                    &headers,
+                    None,
+                ) {
+                    Ok(Some(token)) => token,
+                    Ok(None) => return no_api(),
+                    Err(answer) => return answer,
+                };
+                let slot = match socket_slot(&state.slots.console, "console") {
+                    Ok(slot) => slot,
+                    Err(refused) => return refused,
+                };
                 let shutdown = state.shutdown.clone();
                 ws.max_message_size(4096)
-                    .on_upgrade(move |socket| crate::api::desk_socket(socket, ctx, desk, shutdown))
+                    .on_upgrade(move |socket| async move {
+                        crate::api::desk_socket(socket, ctx, desk, token, shutdown).await;
+                        drop(slot);
+                    })
                     .into_response()
             },
         );
     let kiosk_ws = warp::path!("api" / "v1" / "kiosk" / "ws")
         .and(warp::ws())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(with_state(state.clone()))
         .map(
-            |ws: warp::ws::Ws, headers: warp::http::HeaderMap, state: WebState| {
+            |ws: warp::ws::Ws,
+             headers: warp::http::HeaderMap,
+             remote: Option<SocketAddr>,
+             state: WebState| {
                 let Some(ctx) = state.ctx() else {
                     return no_api();
                 };
-                if let Err(answer) = crate::api::ws_authorize(&ctx.api, "/kiosk/ws", &[], &headers)
+                let client = remote.map(|r| r.ip());
+                if let Err(answer) =
+                    crate::api::ws_authorize(&ctx.api, "/kiosk/ws", &[], &headers, client)
                 {
                     return answer;
                 }
+                let slot = match socket_slot(&state.slots.kiosk, "kiosk") {
+                    Ok(slot) => slot,
+                    Err(refused) => return refused,
+                };
                 let (scans, shutdown) = (ctx.api.scans.clone(), state.shutdown.clone());
                 ws.max_message_size(4096)
-                    .on_upgrade(move |socket| crate::api::kiosk_socket(socket, scans, shutdown))
+                    .on_upgrade(move |socket| async move {
+                        crate::api::kiosk_socket(socket, scans, shutdown).await;
+                        drop(slot);
+                    })
                     .into_response()
             },
         );
@@ -738,4 +952,29 @@ async fn metrics(state: WebState) -> impl warp::Reply {
         }
     }
     warp::reply::with_header(out.0, "content-type", "text/plain; version=0.0.4")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_ranges_parse_and_match() {
+        let range = |t: &str| AddressRange::parse(t).unwrap_or_else(|e| panic!("{e}"));
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let lan = range("192.168.10.0/24");
+        assert!(lan.contains(ip("192.168.10.77")));
+        assert!(!lan.contains(ip("192.168.11.77")));
+        assert!(lan.contains(ip("::ffff:192.168.10.5")));
+        assert!(!lan.contains(ip("fd00::1")));
+        let one = range("127.0.0.1");
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!(range("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(range("fd00::/8").contains(ip("fd12::1")));
+        assert!(!range("fd00::/8").contains(ip("fe80::1")));
+        assert!(range("::/0").contains(ip("fe80::1")));
+        for bad in ["", "kiosk", "10.0.0.0/33", "fd00::/129", "10.0.0.1/x"] {
+            assert!(AddressRange::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

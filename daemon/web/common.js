@@ -110,8 +110,10 @@ window.LS = (function () {
         form.hidden = true;
         byId("login-password").value = "";
         onUser(answer.body);
+      } else if (answer.status === 429 && answer.body && answer.body.error === "busy") {
+        message.textContent = "Gerade viele Anmeldungen – bitte gleich noch einmal. · Many logins right now – please try again in a moment.";
       } else if (answer.status === 429) {
-        message.textContent = "Zu viele Versuche – bitte warten. · Too many attempts – please wait.";
+        message.textContent = "Zu viele Versuche – bitte eine Minute warten. · Too many attempts – please wait a minute.";
       } else {
         message.textContent = "Name oder Passwort falsch. · Wrong name or password.";
       }

@@ -5,3 +5,4 @@ pub mod escpos;
 pub mod load;
 pub mod mosquitto;
 pub mod powercut;
+pub mod site;

@@ -53,6 +53,10 @@ keys = [{{ id = 7, public_key = "{public}" }}]
         sim_scanner(scanner)
     );
     let config = write_config_with_devices(dir.path(), &data, &devices)?;
+    // The demo's own [tokens] (unsigned ids accepted) gives way to the key above.
+    let text =
+        std::fs::read_to_string(&config)?.replacen("[tokens]\naccept_unsigned = true\n", "", 1);
+    std::fs::write(&config, text)?;
     let daemon = Daemon::start(&config, &data, &[])?;
     let scan = |code: &str| -> anyhow::Result<()> {
         wait_for("the scanner", Duration::from_secs(10), || {

@@ -7,196 +7,13 @@
 //! and HTML in service or personal names is shown as text everywhere. Screenshots go to
 //! `target/test-artifacts/web/`.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use leitsystem_tests::browser::Browser;
-use leitsystem_tests::daemon::{
-    Daemon, artifacts, book_named, daemon_binary, device_line, free_port, write_config_with_devices,
-};
+use leitsystem_tests::daemon::{Daemon, artifacts, book_named, device_line};
+use leitsystem_tests::site::{Answer, PASSWORD, http, login, session, start, start_with_env};
 use serde_json::Value;
-
-/// Passwords of the test users (hashes made by the daemon's own `hash-password`).
-const PASSWORD: &str = "richtig-geheim";
-
-fn hash(password: &str) -> anyhow::Result<String> {
-    let mut child = std::process::Command::new(daemon_binary()?)
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "hash-password failed");
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-struct Site {
-    daemon: Daemon,
-    url: String,
-    scanner: u16,
-    /// The config file and data directory (to start the daemon again).
-    config: std::path::PathBuf,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// A daemon with the web server, an admin `chef`, a clerk `platz1` (desk 1) and a sim scanner;
-/// `tweak` edits the config text.
-fn start(tweak: impl Fn(String) -> String) -> anyhow::Result<Site> {
-    start_with_env(tweak, &[])
-}
-
-/// [`start`] with extra environment for the daemon.
-fn start_with_env(tweak: impl Fn(String) -> String, env: &[(&str, &str)]) -> anyhow::Result<Site> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let (port, scanner) = (free_port()?, free_port()?);
-    let hash = hash(PASSWORD)?;
-    let config = write_config_with_devices(
-        dir.path(),
-        &data,
-        &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [[web.user]]\nname = \"chef\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n\n\
-             [[web.user]]\nname = \"platz1\"\nrole = \"clerk\"\ndesks = [\"1\"]\n\
-             password_hash = \"{hash}\"\n\n\
-             [[device]]\nid = \"foyer-scanner\"\nplugin = \"libleitsystem_sim.so\"\n\
-             role = \"scanner\"\noptions = {{ port = {scanner} }}\n"
-        ),
-    )?;
-    let text = tweak(std::fs::read_to_string(&config)?);
-    std::fs::write(&config, text)?;
-    let daemon = Daemon::start(&config, &data, env)?;
-    Ok(Site {
-        daemon,
-        url: format!("http://127.0.0.1:{port}"),
-        scanner,
-        config,
-        data,
-        _dir: dir,
-    })
-}
-
-impl Site {
-    /// Stops the daemon (it must exit cleanly) and starts it again on the same config and data.
-    fn restart(self) -> anyhow::Result<Site> {
-        let Site {
-            daemon,
-            url,
-            scanner,
-            config,
-            data,
-            _dir,
-        } = self;
-        anyhow::ensure!(
-            daemon.terminate()?.success(),
-            "the daemon did not stop cleanly"
-        );
-        let daemon = Daemon::start(&config, &data, &[])?;
-        Ok(Site {
-            daemon,
-            url,
-            scanner,
-            config,
-            data,
-            _dir,
-        })
-    }
-}
-
-/// An HTTP answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
-    }
-}
-
-/// A minimal HTTP/1.1 request over loopback (no client crate needed).
-fn http(
-    url: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> anyhow::Result<Answer> {
-    let host = url.strip_prefix("http://").context("http only")?;
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if method != "GET" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .context("no status line")?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    })
-}
-
-fn login(url: &str, name: &str, password: &str) -> anyhow::Result<Answer> {
-    http(
-        url,
-        "POST",
-        "/api/v1/login",
-        &[],
-        Some(&serde_json::json!({"name": name, "password": password}).to_string()),
-    )
-}
-
-/// The session cookie (`name=value`) of a successful login.
-fn session(url: &str, name: &str) -> anyhow::Result<String> {
-    let answer = login(url, name, PASSWORD)?;
-    anyhow::ensure!(answer.status == 200, "login {name}: {}", answer.body);
-    let cookie = answer.header("set-cookie").context("no cookie")?;
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    Ok(cookie.split(';').next().unwrap_or_default().to_string())
-}
 
 #[test]
 fn the_api_refuses_anonymous_and_wrong_users_and_rate_limits_logins() -> anyhow::Result<()> {
@@ -691,8 +508,10 @@ fn a_booking_arriving_after_its_signed_check_in_puts_the_name_on_the_evacuation_
     use leitsystem::domain::{BookingId, ServiceId};
     use leitsystem::token::{TokenClaims, generate_key, sign};
     let (key, public) = generate_key(&mut rand::rng());
-    let site =
-        start(|t| format!("{t}\n[tokens]\nkeys = [{{ id = 3, public_key = \"{public}\" }}]\n"))?;
+    let site = start(|t| {
+        let t = t.replace("[tokens]\naccept_unsigned = true\n", "");
+        format!("{t}\n[tokens]\nkeys = [{{ id = 3, public_key = \"{public}\" }}]\n")
+    })?;
     let (url, daemon) = (&site.url, &site.daemon);
     let now = jiff::Zoned::now().in_tz("Europe/Berlin")?;
     let claims = TokenClaims {
