@@ -196,6 +196,7 @@ impl ApiState {
         catalog: Arc<Catalog>,
         web: Option<&crate::web::WebConfig>,
         scans: ScanFeed,
+        data_dir: Option<&std::path::Path>,
     ) -> ApiState {
         let (users, idle, rate, kiosk_clients) = match web {
             Some(w) => (
@@ -208,7 +209,10 @@ impl ApiState {
         };
         ApiState {
             catalog,
-            auth: Arc::new(Auth::new(users, idle)),
+            auth: Arc::new(match data_dir {
+                Some(dir) => Auth::new(users, idle).keep_sessions_in(dir),
+                None => Auth::new(users, idle),
+            }),
             scans,
             kiosk_per_minute: rate,
             kiosk_limiter: Mutex::new(RateLimiter::default()),
@@ -426,7 +430,7 @@ pub async fn handle(
         "/login" => login(&ctx, &body, ip).await,
         "/logout" => {
             if let Some((token, _)) = &user {
-                ctx.api.auth.logout(token);
+                ctx.api.auth.logout(token).await;
             }
             let reply = json_reply(StatusCode::OK, &json!({"ok": true}));
             warp::reply::with_header(

@@ -14,9 +14,17 @@
 //!
 //! Unknown user names are verified against a dummy hash, so a login takes about as long
 //! whether the name exists or not.
+//!
+//! Sessions survive a daemon restart (a watchdog restart or a power cut must not log out every
+//! clerk mid-day): with a data directory they are kept in `sessions.json` there (mode 0600),
+//! written on every login and logout, holding only SHA-256 digests of the tokens, the user
+//! name, a digest of the user's password hash (a changed password ends the sessions) and the
+//! last use. At start-up only sessions of users still configured, with the same password and
+//! within the idle timeout, come back, with the rights the config gives the user now.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -180,6 +188,35 @@ struct Session {
     last_seen: Instant,
 }
 
+/// One session as kept in `sessions.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSession {
+    /// SHA-256 of the cookie token, hex.
+    token_sha256: String,
+    user: String,
+    /// SHA-256 of the user's password hash when the session began, hex.
+    password_sha256: String,
+    /// Last use, Unix milliseconds.
+    last_seen_ms: i64,
+}
+
+/// File name of the kept sessions in the data directory.
+pub const SESSIONS_FILE: &str = "sessions.json";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
@@ -193,9 +230,15 @@ pub struct Auth {
     users: HashMap<String, Arc<User>>,
     idle: Duration,
     dummy_hash: String,
+    /// Live sessions by the SHA-256 of their token.
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
     verifier: Verifier,
+    /// Where the sessions are kept across restarts (none: in memory only).
+    sessions_file: Option<std::path::PathBuf>,
+    /// Snapshots of the sessions taken, and the newest one written.
+    save_generation: AtomicU64,
+    saved_generation: Arc<Mutex<u64>>,
     /// Counts logouts, so open sockets learn at once that a session may have ended.
     logouts: tokio::sync::watch::Sender<u64>,
 }
@@ -215,7 +258,113 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             verifier: Verifier::start(),
             logouts: tokio::sync::watch::Sender::new(0),
+            sessions_file: None,
+            save_generation: AtomicU64::new(0),
+            saved_generation: Arc::new(Mutex::new(0)),
         }
+    }
+
+    /// Keeps the sessions in `dir/sessions.json` across restarts, taking back the ones kept
+    /// there that are still valid. A missing or unreadable file starts with none (logged).
+    pub fn keep_sessions_in(mut self, dir: &std::path::Path) -> Auth {
+        let path = dir.join(SESSIONS_FILE);
+        let kept: Vec<StoredSession> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "kept sessions unreadable; every user logs in again");
+                Vec::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the kept sessions; every user logs in again");
+                Vec::new()
+            }
+        };
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        let idle_ms = i64::try_from(self.idle.as_millis()).unwrap_or(i64::MAX);
+        let mut restored = 0;
+        {
+            let sessions = self.sessions.get_mut().unwrap_or_else(|p| p.into_inner());
+            for stored in kept {
+                let Some(user) = self.users.get(&stored.user) else {
+                    continue;
+                };
+                let age = now_ms.saturating_sub(stored.last_seen_ms);
+                if sha256_hex(&user.password_hash) != stored.password_sha256
+                    || !(0..idle_ms).contains(&age)
+                {
+                    continue;
+                }
+                let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+                sessions.insert(
+                    stored.token_sha256,
+                    Session {
+                        user: user.clone(),
+                        last_seen: now.checked_sub(age).unwrap_or(now),
+                    },
+                );
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            tracing::info!(sessions = restored, "logins kept across the restart");
+        }
+        self.sessions_file = Some(path);
+        self
+    }
+
+    /// Writes the live sessions to the sessions file (temp file, fsync, rename) on a blocking
+    /// thread; of two overlapping saves the later snapshot wins.
+    async fn save_sessions(&self) {
+        let Some(path) = self.sessions_file.clone() else {
+            return;
+        };
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        let (generation, stored): (u64, Vec<StoredSession>) = {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let generation = self.save_generation.fetch_add(1, Ordering::Relaxed) + 1;
+            let stored = sessions
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.last_seen) < self.idle)
+                .map(|(digest, s)| StoredSession {
+                    token_sha256: digest.clone(),
+                    user: s.user.name.clone(),
+                    password_sha256: sha256_hex(&s.user.password_hash),
+                    last_seen_ms: now_ms.saturating_sub(
+                        i64::try_from(now.duration_since(s.last_seen).as_millis()).unwrap_or(0),
+                    ),
+                })
+                .collect();
+            (generation, stored)
+        };
+        let written = self.saved_generation.clone();
+        let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
+            if *last >= generation {
+                return Ok(());
+            }
+            let temp = path.with_extension("json.tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            *last = generation;
+            Ok(())
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %error, "cannot keep the sessions; a restart will log users out");
     }
 
     /// The session idle timeout.
@@ -311,6 +460,13 @@ impl Auth {
                 .remove(name_at_address);
         }
         let token = new_token();
+        self.insert_session(&token, user.clone(), now);
+        self.save_sessions().await;
+        Ok((token, user.clone()))
+    }
+
+    /// Adds a session (the oldest idle one goes when there are too many).
+    fn insert_session(&self, token: &str, user: Arc<User>, now: Instant) {
         let mut sessions = self
             .sessions
             .lock()
@@ -326,13 +482,12 @@ impl Auth {
             }
         }
         sessions.insert(
-            token.clone(),
+            sha256_hex(token),
             Session {
-                user: user.clone(),
+                user,
                 last_seen: now,
             },
         );
-        Ok((token, user.clone()))
     }
 
     /// The user of a live session (and the session's idle timer restarts).
@@ -342,9 +497,10 @@ impl Auth {
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let session = sessions.get_mut(token)?;
+        let digest = sha256_hex(token);
+        let session = sessions.get_mut(&digest)?;
         if now.duration_since(session.last_seen) >= self.idle {
-            sessions.remove(token);
+            sessions.remove(&digest);
             return None;
         }
         session.last_seen = now;
@@ -358,16 +514,17 @@ impl Auth {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(token)
+            .get(&sha256_hex(token))
             .is_some_and(|s| now.duration_since(s.last_seen) < self.idle)
     }
 
     /// Ends a session (and tells the open sockets).
-    pub fn logout(&self, token: &str) {
+    pub async fn logout(&self, token: &str) {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(token);
+            .remove(&sha256_hex(token));
+        self.save_sessions().await;
         self.logouts.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -396,7 +553,10 @@ mod tests {
     use super::*;
 
     fn auth() -> Auth {
-        let hash = hash_password("geheim").unwrap_or_default();
+        auth_with(hash_password("geheim").unwrap_or_default())
+    }
+
+    fn auth_with(hash: String) -> Auth {
         Auth::new(
             vec![User {
                 name: "platz1".into(),
@@ -417,12 +577,36 @@ mod tests {
         assert_eq!(token.len(), 64);
         assert!(user.may_use_desk("1") && !user.may_use_desk("2"));
         assert!(auth.session(&token).is_some() && auth.is_live(&token));
-        auth.logout(&token);
+        auth.logout(&token).await;
         assert!(auth.session(&token).is_none() && !auth.is_live(&token));
         assert_eq!(
             auth.login("nobody", "geheim", None).await,
             Err(LoginError::Invalid)
         );
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_a_restart_but_not_a_logout_or_a_password_change() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hash = hash_password("geheim").unwrap_or_default();
+        let first = auth_with(hash.clone()).keep_sessions_in(dir.path());
+        let Ok((kept, _)) = first.login("platz1", "geheim", None).await else {
+            panic!("login failed");
+        };
+        let Ok((ended, _)) = first.login("platz1", "geheim", None).await else {
+            panic!("login failed");
+        };
+        first.logout(&ended).await;
+        let file = std::fs::read_to_string(dir.path().join(SESSIONS_FILE)).unwrap_or_default();
+        assert!(!file.contains(&kept), "a token in clear: {file}");
+        drop(first);
+        let second = auth_with(hash).keep_sessions_in(dir.path());
+        assert!(second.session(&kept).is_some(), "the login did not survive");
+        assert!(second.session(&ended).is_none(), "a logout came back");
+        // A new password (another hash) for the same user: the kept session is gone.
+        drop(second);
+        let third = auth().keep_sessions_in(dir.path());
+        assert!(third.session(&kept).is_none());
     }
 
     #[tokio::test]

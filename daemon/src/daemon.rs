@@ -892,7 +892,12 @@ pub async fn run(
             display.clone(),
             stop.clone(),
         )
-        .with_api(catalog.clone(), config.web.as_ref(), devices.scans());
+        .with_api(
+            catalog.clone(),
+            config.web.as_ref(),
+            devices.scans(),
+            Some(&data_dir),
+        );
         tracker.spawn(crate::web::serve(web_listener, state));
     }
     tracker.spawn(control::serve(

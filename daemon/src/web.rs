@@ -377,14 +377,17 @@ impl WebState {
     }
 
     /// Adds what the `/api/v1` routes and the kiosk, clerk and admin pages need; without it
-    /// they answer 503.
+    /// they answer 503. With a data directory, logins survive a restart.
     pub fn with_api(
         mut self,
         catalog: Arc<crate::catalog::Catalog>,
         web: Option<&WebConfig>,
         scans: crate::kiosk::ScanFeed,
+        data_dir: Option<&std::path::Path>,
     ) -> Self {
-        self.api = Some(Arc::new(crate::api::ApiState::new(catalog, web, scans)));
+        self.api = Some(Arc::new(crate::api::ApiState::new(
+            catalog, web, scans, data_dir,
+        )));
         if let Some(web) = web {
             self.slots = SocketSlots::new(web.socket_caps());
         }

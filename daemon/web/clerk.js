@@ -66,10 +66,33 @@
   async function act(path, body) {
     byId("action-message").textContent = "";
     const answer = await api("POST", "/desks/" + encodeURIComponent(desk) + path, body);
-    if (answer.status !== 200) {
+    if (answer.status === 0) {
+      byId("action-message").textContent =
+        "Keine Verbindung zum Leitsystem – bitte gleich noch einmal. · No connection – please try again shortly.";
+    } else if (answer.status === 401) {
+      sessionEnded();
+    } else if (answer.status !== 200) {
       byId("action-message").textContent = (answer.body && answer.body.message) || ("HTTP " + answer.status);
     }
     return answer;
+  }
+
+  // The session is gone (logged out elsewhere, timed out, or not kept): back to the login,
+  // and the console comes back by itself after it.
+  function sessionEnded() {
+    if (live) live.close();
+    live = null;
+    byId("console").hidden = true;
+    byId("logout").hidden = true;
+    login(start, "Bitte erneut anmelden. · Please log in again.");
+  }
+
+  function showOnline(online) {
+    byId("online").textContent = online ? "" : "(Verbindung unterbrochen · connection lost)";
+    document.body.dataset.online = online ? "yes" : "no";
+    document.querySelectorAll("#console button").forEach((button) => {
+      button.disabled = !online;
+    });
   }
 
   async function open(id) {
@@ -77,11 +100,25 @@
     if (live) live.close();
     const first = await api("GET", "/desks/" + encodeURIComponent(desk));
     if (first.status === 200) render(first.body);
+    if (first.status === 401) {
+      sessionEnded();
+      return;
+    }
+    let failures = 0;
     live = socket("/api/v1/desks/" + encodeURIComponent(desk) + "/ws", (message) => {
       if (message.type === "desk") render(message.desk);
-    }, (online) => {
-      byId("online").textContent = online ? "" : "(Verbindung unterbrochen · connection lost)";
-      document.body.dataset.online = online ? "yes" : "no";
+    }, async (online, code) => {
+      showOnline(online);
+      if (online) {
+        failures = 0;
+        return;
+      }
+      // A socket refused after the daemon came back may mean the session is gone.
+      failures += 1;
+      if (code === 4401 || failures >= 2) {
+        const who = await api("GET", "/session");
+        if (who.status === 401) sessionEnded();
+      }
     });
     byId("console").hidden = false;
   }

@@ -34,7 +34,14 @@ window.LS = (function () {
       options.headers["idempotency-key"] =
         Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
     }
-    const response = await fetch("/api/v1" + path, options);
+    let response;
+    try {
+      response = await fetch("/api/v1" + path, options);
+    } catch (e) {
+      // The daemon cannot be reached (restarting, network down): status 0, never a throw, so
+      // every caller shows it instead of doing nothing.
+      return { status: 0, body: null };
+    }
     let data = null;
     try {
       data = await response.json();
@@ -44,7 +51,8 @@ window.LS = (function () {
     return { status: response.status, body: data };
   }
 
-  // A WebSocket that reconnects with backoff; onMessage gets parsed JSON.
+  // A WebSocket that reconnects with backoff; onMessage gets parsed JSON, onState(online,
+  // closeCode) every change. A close with code 4401 (the session ended) stops reconnecting.
   function socket(path, onMessage, onState) {
     let backoff = 1000;
     let ws = null;
@@ -65,11 +73,12 @@ window.LS = (function () {
         }
         onMessage(message);
       };
-      ws.onclose = () => {
-        if (onState) onState(false);
+      ws.onclose = (event) => {
+        if (event.code === 4401) stopped = true;
+        if (onState) onState(false, event.code);
         if (stopped) return;
         setTimeout(connect, backoff);
-        backoff = Math.min(backoff * 2, 30000);
+        backoff = Math.min(backoff * 2, 5000);
       };
       ws.onerror = () => ws.close();
     }
@@ -89,16 +98,29 @@ window.LS = (function () {
   }
 
   // The login form of a page: calls onUser(user) after a login or with an existing session.
-  async function login(onUser) {
+  // Called again when a session ended (`notice` says why); the form is wired once.
+  let loginHandler = null;
+  async function login(onUser, notice) {
     const form = byId("login");
     const message = byId("login-message");
-    const who = await api("GET", "/session");
+    let who = await api("GET", "/session");
+    while (who.status === 0) {
+      // The daemon is not reachable yet: try again shortly, the page never gives up.
+      message.textContent = "Keine Verbindung zum Leitsystem – bitte warten. · No connection – please wait.";
+      form.hidden = false;
+      await new Promise((done) => setTimeout(done, 2000));
+      who = await api("GET", "/session");
+    }
+    message.textContent = notice || "";
     if (who.status === 200) {
       form.hidden = true;
       onUser(who.body);
       return;
     }
     form.hidden = false;
+    const first = loginHandler === null;
+    loginHandler = onUser;
+    if (!first) return;
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       message.textContent = "";
@@ -109,7 +131,9 @@ window.LS = (function () {
       if (answer.status === 200) {
         form.hidden = true;
         byId("login-password").value = "";
-        onUser(answer.body);
+        loginHandler(answer.body);
+      } else if (answer.status === 0) {
+        message.textContent = "Keine Verbindung zum Leitsystem. · No connection.";
       } else if (answer.status === 429 && answer.body && answer.body.error === "busy") {
         message.textContent = "Gerade viele Anmeldungen – bitte gleich noch einmal. · Many logins right now – please try again in a moment.";
       } else if (answer.status === 429) {

@@ -5,6 +5,7 @@
 (function () {
   const { el, byId, bilingual, api, socket } = window.LS;
   const RETURN_MS = 10000;
+  const REFRESH_MS = 5000;
   const params = new URLSearchParams(window.location.search);
   const department = params.get("department");
   let returnTimer = null;
@@ -46,6 +47,7 @@
   }
 
   async function pull(service) {
+    if (document.body.dataset.online === "no") return;
     const answer = await api("POST", "/kiosk/tickets", { service });
     if (answer.status === 200 && answer.body.ticket) {
       const t = answer.body;
@@ -58,6 +60,8 @@
         advice: { de: "Bitte warten Sie, bis Ihre Nummer aufgerufen wird.",
           en: "Please wait until your number is called." },
       });
+    } else if (answer.status === 0) {
+      showOffline(true);
     } else if (answer.status === 429) {
       showResult({ accepted: false,
         message: { de: "Bitte einen Moment warten.", en: "Please wait a moment." },
@@ -69,8 +73,21 @@
     }
   }
 
+  // While the daemon cannot be reached the start screen says so and takes no taps.
+  function showOffline(offline) {
+    document.body.dataset.online = offline ? "no" : "yes";
+    byId("offline").hidden = !offline;
+    document.querySelectorAll("#services button").forEach((button) => {
+      button.disabled = offline;
+    });
+  }
+
   async function loadServices() {
     const answer = await api("GET", "/kiosk/services");
+    if (answer.status === 0) {
+      showOffline(true);
+      return;
+    }
     if (answer.status !== 200) return;
     byId("site").textContent = answer.body.site || "";
     const buttons = answer.body.services
@@ -85,6 +102,7 @@
         return button;
       });
     byId("services").replaceChildren(...buttons);
+    buttons.forEach((button) => { button.disabled = document.body.dataset.online === "no"; });
     document.body.dataset.ready = "yes";
   }
 
@@ -93,6 +111,14 @@
     loadServices();
     socket("/api/v1/kiosk/ws", (message) => {
       if (message.type === "scan") showResult(message.scan);
-    }, (online) => { document.body.dataset.online = online ? "yes" : "no"; });
+    }, (online) => {
+      showOffline(!online);
+      // Back online: the waiting counts may have changed meanwhile.
+      if (online && !byId("start").hidden) loadServices();
+    });
+    // The waiting counts on the buttons stay current while nobody touches the screen.
+    setInterval(() => {
+      if (!byId("start").hidden) loadServices();
+    }, REFRESH_MS);
   });
 })();

@@ -111,6 +111,35 @@ impl Site {
     }
 }
 
+impl Site {
+    /// SIGKILLs the daemon (a power cut or a crash), runs `while_down`, then starts it again
+    /// on the same config, data and port.
+    pub fn kill9_and_restart(
+        self,
+        while_down: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Site> {
+        let Site {
+            daemon,
+            url,
+            scanner,
+            config,
+            data,
+            _dir,
+        } = self;
+        daemon.kill9()?;
+        while_down()?;
+        let daemon = Daemon::start(&config, &data, &[])?;
+        Ok(Site {
+            daemon,
+            url,
+            scanner,
+            config,
+            data,
+            _dir,
+        })
+    }
+}
+
 /// An HTTP answer: status, headers (lower-case names), body.
 pub struct Answer {
     /// Status code.

@@ -607,3 +607,144 @@ fn an_idempotency_key_reused_for_another_command_is_refused() -> anyhow::Result<
     assert_eq!(mode(daemon)?, "Open");
     Ok(())
 }
+
+/// Polls a JavaScript expression of the current page until it equals `expected`.
+fn wait_eval(
+    browser: &mut Browser,
+    js: &str,
+    expected: Value,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let value = browser.eval(js)?;
+        if value == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{js} is {value}, not {expected}, after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn clerk_and_kiosk_pages_show_a_daemon_crash_and_recover_without_a_reload() -> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let out = artifacts("web")?;
+    let mut browser = Browser::start()?;
+    browser.use_page("clerk");
+    browser.open(&format!("{url}/clerk"), 1280, 800)?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#desk-label", "Platz 1", 5_000)?;
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "geöffnet", 3_000)?;
+    browser.eval("window.notReloaded = true")?;
+    browser.use_page("kiosk");
+    browser.open(&format!("{url}/kiosk"), 1280, 800)?;
+    browser.wait_text("#services", "Keine Wartezeit", 5_000)?;
+    browser.eval("window.notReloaded = true")?;
+
+    let site = site.kill9_and_restart(|| {
+        browser.use_page("clerk");
+        wait_eval(
+            &mut browser,
+            "document.body.dataset.online",
+            "no".into(),
+            Duration::from_secs(10),
+        )?;
+        browser.wait_text("#online", "Verbindung unterbrochen", 1_000)?;
+        assert_eq!(
+            browser.eval("document.querySelector('button[data-action=next]').disabled")?,
+            true
+        );
+        browser.screenshot(&out.join("clerk-daemon-down.png"))?;
+        browser.use_page("kiosk");
+        wait_eval(
+            &mut browser,
+            "document.body.dataset.online",
+            "no".into(),
+            Duration::from_secs(10),
+        )?;
+        assert_eq!(
+            browser.eval("document.getElementById('offline').hidden")?,
+            false
+        );
+        browser.wait_text("#offline", "Bitte wenden Sie sich an den Empfang", 1_000)?;
+        assert_eq!(
+            browser.eval("document.querySelector('button[data-service=meldung]').disabled")?,
+            true,
+            "the kiosk takes taps while the daemon is down"
+        );
+        browser.screenshot(&out.join("kiosk-daemon-down.png"))?;
+        Ok(())
+    })?;
+    // Meanwhile somebody pulled a number elsewhere: the kiosk's counts follow by themselves.
+    leitsystem_tests::daemon::walk_in(&site.daemon, "meldung")?;
+
+    browser.use_page("kiosk");
+    wait_eval(
+        &mut browser,
+        "document.body.dataset.online",
+        "yes".into(),
+        Duration::from_secs(15),
+    )?;
+    browser.wait_text("button[data-service=meldung]", "1 wartend", 10_000)?;
+    assert_eq!(
+        browser.eval("document.getElementById('offline').hidden")?,
+        true
+    );
+    browser.click("button[data-service=ausweis]")?;
+    browser.wait_text("#result-number", "A-001", 3_000)?;
+    assert_eq!(browser.eval("window.notReloaded === true")?, true);
+
+    // The clerk's login survived the crash: "next" works without logging in again.
+    browser.use_page("clerk");
+    wait_eval(
+        &mut browser,
+        "document.body.dataset.online",
+        "yes".into(),
+        Duration::from_secs(15),
+    )?;
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-ticket", "M-001", 3_000)?;
+    assert_eq!(browser.text("#action-message")?.unwrap_or_default(), "");
+    assert_eq!(browser.eval("window.notReloaded === true")?, true);
+    browser.screenshot(&out.join("clerk-recovered.png"))?;
+    let (dialogs, errors) = browser.dialogs_and_errors()?;
+    assert_eq!((dialogs, errors), (0, Vec::<String>::new()));
+    Ok(())
+}
+
+#[test]
+fn a_clerk_whose_session_ended_gets_the_login_back_and_then_the_console() -> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let mut browser = Browser::start()?;
+    browser.use_page("clerk");
+    browser.open(&format!("{url}/clerk"), 1280, 800)?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#desk-label", "Platz 1", 5_000)?;
+    browser.eval("window.notReloaded = true")?;
+    // The session ends behind the page's back (as a logout in another tab does): the
+    // server closes the console's socket, and the page asks for the login again.
+    browser.eval("fetch('/api/v1/logout', {method: 'POST'}).then(() => true)")?;
+    browser.wait_text("#login-message", "Bitte erneut anmelden", 15_000)?;
+    assert_eq!(
+        browser.eval("document.getElementById('console').hidden")?,
+        true
+    );
+    log_in_on_page(&mut browser, "platz1")?;
+    wait_eval(
+        &mut browser,
+        "document.getElementById('console').hidden",
+        false.into(),
+        Duration::from_secs(5),
+    )?;
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "geöffnet", 3_000)?;
+    assert_eq!(browser.eval("window.notReloaded === true")?, true);
+    Ok(())
+}
