@@ -111,6 +111,8 @@ pub struct Catalog {
     pub town: String,
     /// Office name.
     pub site_name: String,
+    /// The site's IANA time zone name (`Europe/Berlin`): every page shows times in it.
+    pub time_zone: String,
     /// Calendar of the service day.
     pub calendar: Calendar,
     /// Queue policy.
@@ -205,6 +207,7 @@ impl Catalog {
             site_id: config.site.id.get_ref().clone(),
             town: config.site.town.clone(),
             site_name: config.site.name.clone(),
+            time_zone: config.site.time_zone.get_ref().clone(),
             calendar: Calendar::new(config.site.time_zone.get_ref())?,
             policy,
             departments,

@@ -123,6 +123,9 @@ pub struct QueueInfo {
 pub struct PublicDisplay {
     /// Office name.
     pub site: String,
+    /// The site's IANA time zone (`Europe/Berlin`): the page's clock and times use it, not
+    /// the browser's.
+    pub time_zone: String,
     /// Latest calls, newest first.
     pub calls: Vec<DisplayCall>,
     /// Waiting lines per service, in config order.
@@ -172,6 +175,7 @@ async fn snapshot(
         .collect();
     PublicDisplay {
         site: catalog.site_name.clone(),
+        time_zone: catalog.time_zone.clone(),
         calls: calls.calls.clone(),
         queues,
         seq: view.map_or(seq, |v| v.last_seq.max(seq)),

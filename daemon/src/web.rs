@@ -675,8 +675,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: WebState) {
 #[derive(serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum DisplayMessage<'a> {
-    State { state: &'a PublicDisplay },
-    Heartbeat { at: i64 },
+    /// The display's state and the appliance's clock (Unix ms) when it was sent.
+    State {
+        state: &'a PublicDisplay,
+        at: i64,
+    },
+    Heartbeat {
+        at: i64,
+    },
 }
 
 fn now_millis() -> i64 {
@@ -700,8 +706,11 @@ async fn display_socket(socket: warp::ws::WebSocket, state: WebState) {
     loop {
         if send_state {
             let current = display.borrow_and_update().clone();
-            let text = serde_json::to_string(&DisplayMessage::State { state: &current })
-                .unwrap_or_default();
+            let text = serde_json::to_string(&DisplayMessage::State {
+                state: &current,
+                at: now_millis(),
+            })
+            .unwrap_or_default();
             if tx.send(warp::ws::Message::text(text)).await.is_err() {
                 break;
             }

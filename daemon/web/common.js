@@ -91,8 +91,21 @@ window.LS = (function () {
     };
   }
 
+  // Times are shown in the site's time zone (from /api/v1/display), never the browser's: a
+  // console whose computer is set to UTC must show what the tickets and lists say.
+  let clock = null;
+  const zoneLoaded = api("GET", "/display").then((answer) => {
+    const zone = answer.status === 200 && answer.body ? answer.body.time_zone : undefined;
+    try {
+      clock = new Intl.DateTimeFormat("de-DE", { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+    } catch (e) {
+      clock = null;
+    }
+  });
+
   function time(ms) {
     if (!ms) return "";
+    if (clock) return clock.format(new Date(ms));
     const d = new Date(ms);
     return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
   }
@@ -103,6 +116,7 @@ window.LS = (function () {
   async function login(onUser, notice) {
     const form = byId("login");
     const message = byId("login-message");
+    await zoneLoaded;
     let who = await api("GET", "/session");
     while (who.status === 0) {
       // The daemon is not reachable yet: try again shortly, the page never gives up.

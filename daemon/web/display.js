@@ -131,7 +131,12 @@
       } catch (e) {
         return;
       }
-      if (message.type === "state") render(message.state);
+      if (typeof message.at === "number") serverOffsetMs = message.at - Date.now();
+      if (message.type === "state") {
+        setZone(message.state.time_zone);
+        render(message.state);
+        tick();
+      }
     };
     ws.onclose = () => {
       if (socket !== ws) return;
@@ -142,11 +147,31 @@
     ws.onerror = () => ws.close();
   }
 
+  // The clock shows the appliance's time in the site's time zone, whatever the browser's
+  // clock and zone are: the heartbeat carries the appliance's time.
+  let clockFormat = null;
+  let clockZone = null;
+  let serverOffsetMs = 0;
+
+  function setZone(zone) {
+    if (!zone || zone === clockZone) return;
+    try {
+      clockFormat = new Intl.DateTimeFormat("de-DE", { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+      clockZone = zone;
+    } catch (e) {
+      clockFormat = null;
+    }
+  }
+
   function tick() {
-    const now = new Date();
-    const hh = String(now.getHours()).padStart(2, "0");
-    const mm = String(now.getMinutes()).padStart(2, "0");
-    setText(byId("clock"), hh + ":" + mm);
+    const now = new Date(Date.now() + serverOffsetMs);
+    let text;
+    if (clockFormat) {
+      text = clockFormat.format(now);
+    } else {
+      text = String(now.getHours()).padStart(2, "0") + ":" + String(now.getMinutes()).padStart(2, "0");
+    }
+    setText(byId("clock"), text);
     if (socket && Date.now() - lastMessageAt > HEARTBEAT_TIMEOUT_MS) {
       // No heartbeat: the connection is dead even if the socket does not know yet.
       const dead = socket;

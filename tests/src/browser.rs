@@ -97,6 +97,20 @@ impl Browser {
         Ok(())
     }
 
+    /// [`Self::open`] with the browser set to the time zone `zone` (`UTC`, `America/New_York`).
+    pub fn open_in_zone(
+        &mut self,
+        url: &str,
+        width: u32,
+        height: u32,
+        zone: &str,
+    ) -> anyhow::Result<()> {
+        self.command(json!({
+            "cmd": "open", "url": url, "width": width, "height": height, "timezone": zone
+        }))?;
+        Ok(())
+    }
+
     /// Waits until the text of `selector` contains `text`; returns how long it took (ms).
     pub fn wait_text(
         &mut self,

@@ -748,3 +748,56 @@ fn a_clerk_whose_session_ended_gets_the_login_back_and_then_the_console() -> any
     assert_eq!(browser.eval("window.notReloaded === true")?, true);
     Ok(())
 }
+
+#[test]
+fn every_page_shows_the_sites_time_even_in_a_browser_set_to_another_zone() -> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let mut browser = Browser::start()?;
+    // The site's wall time now and a minute ago (the minute may turn during the test).
+    let site_times = || -> anyhow::Result<Vec<String>> {
+        let now = jiff::Zoned::now().in_tz("Europe/Berlin")?;
+        let before = now.checked_sub(jiff::Span::new().minutes(1))?;
+        Ok([now, before]
+            .iter()
+            .map(|t| format!("{:02}:{:02}", t.hour(), t.minute()))
+            .collect())
+    };
+    // New York is 6 hours from Berlin all year (the DST switches differ by a few weeks: 5 then).
+    browser.use_page("display");
+    browser.open_in_zone(&format!("{url}/display"), 1280, 720, "America/New_York")?;
+    wait_eval(
+        &mut browser,
+        "document.body.dataset.online",
+        "yes".into(),
+        Duration::from_secs(10),
+    )?;
+    let browser_clock = browser.eval(
+        "new Intl.DateTimeFormat('de-DE', {hour: '2-digit', minute: '2-digit'}).format(new Date())",
+    )?;
+    let clock = browser.text("#clock")?.unwrap_or_default();
+    let expected = site_times()?;
+    assert!(
+        expected.contains(&clock),
+        "the wall clock reads {clock} (browser's own: {browser_clock}), the site's time is {expected:?}"
+    );
+
+    browser.use_page("clerk");
+    browser.open_in_zone(&format!("{url}/clerk"), 1280, 800, "UTC")?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#desk-label", "Platz 1", 5_000)?;
+    leitsystem_tests::daemon::walk_in(&site.daemon, "meldung")?;
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "geöffnet", 3_000)?;
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-ticket", "M-001", 3_000)?;
+    let state = browser.text("#visitor-state")?.unwrap_or_default();
+    let expected = site_times()?;
+    assert!(
+        expected
+            .iter()
+            .any(|t| state.contains(&format!("called {t}"))),
+        "the clerk sees '{state}', the site's time is {expected:?}"
+    );
+    Ok(())
+}

@@ -45,7 +45,9 @@ async function handle(c) {
   switch (c.cmd) {
     case "open": {
       if (pages[name]) await pages[name].page.close();
-      page = await browser.newPage({ viewport: { width: c.width || 1920, height: c.height || 1080 } });
+      const options = { viewport: { width: c.width || 1920, height: c.height || 1080 } };
+      if (c.timezone) options.timezoneId = c.timezone;
+      page = await browser.newPage(options);
       page.on("dialog", async (d) => { dialogs += 1; await d.dismiss(); });
       page.on("pageerror", (e) => errors.push(String(e)));
       cdp = await page.context().newCDPSession(page);
