@@ -81,6 +81,7 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
 pub const ROUTES: &[Route] = &[
     route("GET", "/openapi.json", Access::Public),
     route("GET", "/display", Access::Public),
+    route("GET", "/hyphenation", Access::Public),
     route("POST", "/login", Access::Public),
     route("POST", "/logout", Access::User),
     route("GET", "/session", Access::User),
@@ -188,6 +189,8 @@ pub struct ApiState {
     kiosk_per_minute: u32,
     kiosk_limiter: Mutex<RateLimiter>,
     kiosk_clients: Option<Vec<crate::web::AddressRange>>,
+    /// The catalog's hyphenation points as JSON, computed once (`GET /hyphenation`).
+    hyphenation: String,
 }
 
 impl ApiState {
@@ -207,7 +210,11 @@ impl ApiState {
             ),
             None => (Vec::new(), Duration::from_secs(12 * 3600), 10, None),
         };
+        let hyphenation =
+            serde_json::to_string(&crate::hyphenate::HyphenationMap::for_catalog(&catalog))
+                .unwrap_or_else(|_| "{}".to_string());
         ApiState {
+            hyphenation,
             catalog,
             auth: Arc::new(match data_dir {
                 Some(dir) => Auth::new(users, idle).keep_sessions_in(dir),
@@ -427,6 +434,17 @@ pub async fn handle(
             let display = ctx.display.borrow().clone();
             warp::reply::json(&*display).into_response()
         }
+        // Changes only with the config, and a page fetches it once when it loads.
+        "/hyphenation" => warp::reply::with_header(
+            warp::reply::with_header(
+                ctx.api.hyphenation.clone(),
+                "content-type",
+                "application/json",
+            ),
+            "cache-control",
+            "no-store",
+        )
+        .into_response(),
         "/login" => login(&ctx, &body, ip).await,
         "/logout" => {
             if let Some((token, _)) = &user {

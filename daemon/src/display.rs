@@ -19,8 +19,8 @@ use crate::catalog::Catalog;
 use crate::daemon::EngineHandle;
 use crate::domain::{Event, EventRecord};
 
-/// Calls kept on the display.
-pub const DISPLAY_CALLS: usize = 8;
+/// Calls kept on the display: the current one and ten recent ones.
+pub const DISPLAY_CALLS: usize = 11;
 
 /// Log entries read at start to rebuild the calls (more than a busy day produces).
 const DISPLAY_REPLAY: u64 = 10_000;

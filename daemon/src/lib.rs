@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod display;
 pub mod domain;
 pub mod engine;
+pub mod hyphenate;
 pub mod kiosk;
 pub mod plugin_host;
 pub mod store;

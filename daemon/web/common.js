@@ -14,12 +14,33 @@ window.LS = (function () {
     return document.getElementById(id);
   }
 
+  // Soft hyphens (U+00AD) at the syllable breaks of the catalog's long words, from
+  // /api/v1/hyphenation: "Führerscheinangelegenheiten" breaks as "Führerschein-", never as
+  // "…angelege" / "nheiten", in browsers without hyphenation dictionaries too.
+  let hyphenation = { de: {}, en: {} };
+  const hyphenationLoaded = api("GET", "/hyphenation").then((answer) => {
+    if (answer.status === 200 && answer.body) hyphenation = answer.body;
+  });
+
+  function hyphenate(text, lang) {
+    const words = hyphenation[lang] || {};
+    return String(text).replace(/\p{L}+/gu, (word) => words[word] || word);
+  }
+
+  // A span with text of one language: lang attribute and soft hyphens.
+  function inLanguage(lang, text, className) {
+    const span = el("span", className === undefined ? lang : className);
+    span.lang = lang;
+    if (text !== undefined && text !== null) span.textContent = hyphenate(text, lang);
+    return span;
+  }
+
   // Both languages of a {de, en} text as two spans.
   function bilingual(text, className) {
     const span = el("span", className || "bi");
     if (!text) return span;
-    span.appendChild(el("span", "de", text.de));
-    span.appendChild(el("span", "en", text.en));
+    span.appendChild(inLanguage("de", text.de));
+    span.appendChild(inLanguage("en", text.en));
     return span;
   }
 
@@ -103,6 +124,9 @@ window.LS = (function () {
     }
   });
 
+  // Resolves when the site's time zone and the hyphenation points are known.
+  const ready = Promise.all([zoneLoaded, hyphenationLoaded]);
+
   function time(ms) {
     if (!ms) return "";
     if (clock) return clock.format(new Date(ms));
@@ -116,7 +140,7 @@ window.LS = (function () {
   async function login(onUser, notice) {
     const form = byId("login");
     const message = byId("login-message");
-    await zoneLoaded;
+    await ready;
     let who = await api("GET", "/session");
     while (who.status === 0) {
       // The daemon is not reachable yet: try again shortly, the page never gives up.
@@ -163,5 +187,5 @@ window.LS = (function () {
     window.location.reload();
   }
 
-  return { el, byId, bilingual, api, socket, time, login, logout };
+  return { el, byId, bilingual, inLanguage, hyphenate, ready, api, socket, time, login, logout };
 })();

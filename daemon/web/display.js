@@ -16,6 +16,25 @@
   let audio = null;
 
   const byId = (id) => document.getElementById(id);
+  let lastState = null;
+
+  // Soft hyphens at the syllable breaks of the catalog's long words (/api/v1/hyphenation):
+  // Chromium on the appliance has no hyphenation dictionaries of its own.
+  let hyphenation = { de: {}, en: {} };
+  function hyphenate(text, lang) {
+    const words = hyphenation[lang] || {};
+    return String(text || "").replace(/\p{L}+/gu, (word) => words[word] || word);
+  }
+  async function loadHyphenation() {
+    try {
+      const response = await fetch("/api/v1/hyphenation", { credentials: "same-origin" });
+      if (response.ok) hyphenation = await response.json();
+    } catch (e) {
+      return false;
+    }
+    if (lastState) render(lastState);
+    return true;
+  }
 
   function setText(element, text) {
     if (element.textContent !== text) element.textContent = text;
@@ -26,6 +45,52 @@
     if (className) node.className = className;
     if (text !== undefined) node.textContent = text;
     return node;
+  }
+
+  function inLanguage(tag, className, lang, text) {
+    const node = el(tag, className, hyphenate(text, lang));
+    node.lang = lang;
+    return node;
+  }
+
+  // Whether a box shows all of its content (nothing scrolled away or cut off).
+  function fits(box) {
+    return box.scrollHeight <= box.clientHeight + 1 && box.scrollWidth <= box.clientWidth + 1;
+  }
+
+  // Shrinks a scale (a CSS variable) in 5 % steps until `ok()` or the minimum.
+  function shrink(variable, ok, minimum) {
+    const root = document.documentElement.style;
+    let scale = 1;
+    root.setProperty(variable, "1");
+    while (!ok() && scale > minimum) {
+      scale = Math.round((scale - 0.05) * 100) / 100;
+      root.setProperty(variable, String(scale));
+    }
+  }
+
+  // Makes everything fit the screen: the current call shrinks if its desk label is long, the
+  // waiting table shrinks until every service is whole, and the recent calls lose their oldest
+  // rows (down to none) before anything else is cut off.
+  function fit() {
+    const main = document.querySelector("main");
+    const current = byId("current");
+    const history = byId("history");
+    const waiting = byId("waiting");
+    const items = Array.from(byId("calls").children);
+    items.forEach((li) => { li.hidden = false; });
+    history.classList.remove("none");
+    // The call may take up to 45 % of the height in landscape, 35 % in portrait (where the
+    // waiting table and the recent calls stack below it).
+    const share = window.innerHeight > window.innerWidth ? 0.35 : 0.45;
+    shrink("--current-scale", () => fits(current) && current.offsetHeight <= main.clientHeight * share, 0.4);
+    shrink("--queues-scale", () => fits(waiting) && fits(main), 0.4);
+    for (let i = items.length - 1; i >= 0 && !(fits(history) && fits(main)); i -= 1) {
+      items[i].hidden = true;
+    }
+    const shown = items.filter((li) => !li.hidden).length;
+    history.classList.toggle("none", shown === 0);
+    document.body.dataset.recentShown = String(shown);
   }
 
   function gong() {
@@ -51,7 +116,8 @@
   }
 
   function render(state) {
-    setText(byId("site"), state.site || "");
+    lastState = state;
+    setText(byId("site"), hyphenate(state.site, "de"));
     const calls = (state.calls || []).filter((c) => !department || c.department === department);
     const queues = (state.queues || []).filter((q) => !department || q.department === department);
 
@@ -60,8 +126,8 @@
     if (newest) {
       current.classList.remove("empty");
       setText(current.querySelector(".ticket"), newest.ticket);
-      setText(current.querySelector(".desk .de"), newest.desk_labels.de || newest.desk);
-      setText(current.querySelector(".desk .en"), newest.desk_labels.en || "");
+      setText(current.querySelector(".desk .de"), hyphenate(newest.desk_labels.de || newest.desk, "de"));
+      setText(current.querySelector(".desk .en"), hyphenate(newest.desk_labels.en || "", "en"));
     } else {
       current.classList.add("empty");
       setText(current.querySelector(".ticket"), "–");
@@ -81,7 +147,7 @@
     const items = calls.slice(1).map((c) => {
       const li = el("li", c.recall ? "recall" : "");
       li.appendChild(el("span", "ticket", c.ticket));
-      li.appendChild(el("span", "desk", c.desk_labels.de || c.desk));
+      li.appendChild(inLanguage("span", "desk", "de", c.desk_labels.de || c.desk));
       return li;
     });
     list.replaceChildren(...items);
@@ -89,14 +155,15 @@
     const rows = queues.map((q) => {
       const tr = el("tr");
       const name = el("td", "service");
-      name.appendChild(el("span", "de", q.name.de));
-      name.appendChild(el("span", "en", q.name.en));
+      name.appendChild(inLanguage("span", "de", "de", q.name.de));
+      name.appendChild(inLanguage("span", "en", "en", q.name.en));
       tr.appendChild(name);
       tr.appendChild(el("td", "num waiting", String(q.waiting)));
       tr.appendChild(el("td", "num wait", q.waiting > 0 ? "≈ " + q.wait_minutes + " min" : "–"));
       return tr;
     });
     byId("queues").tBodies[0].replaceChildren(...rows);
+    fit();
     document.body.dataset.seq = String(state.seq || 0);
   }
 
@@ -186,6 +253,8 @@
     setOnline(false);
     tick();
     setInterval(tick, 1000);
+    window.addEventListener("resize", fit);
     connect();
+    loadHyphenation();
   });
 })();

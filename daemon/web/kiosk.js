@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const { el, byId, bilingual, api, socket } = window.LS;
+  const { el, byId, bilingual, inLanguage, ready, api, socket } = window.LS;
   const RETURN_MS = 10000;
   const REFRESH_MS = 5000;
   const params = new URLSearchParams(window.location.search);
@@ -14,8 +14,8 @@
     const node = byId(id);
     node.replaceChildren();
     if (!de && !en) return;
-    node.appendChild(el("span", "de", de));
-    node.appendChild(el("span", "en", en));
+    node.appendChild(inLanguage("de", de));
+    node.appendChild(inLanguage("en", en));
   }
 
   function showResult(result) {
@@ -83,6 +83,7 @@
   }
 
   async function loadServices() {
+    await ready;
     const answer = await api("GET", "/kiosk/services");
     if (answer.status === 0) {
       showOffline(true);

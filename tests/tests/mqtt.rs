@@ -343,12 +343,21 @@ fn an_oversized_message_and_a_refused_booking_leave_the_sync_working_and_the_day
     s.change("BK-1-000020", &[])?;
     wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
     // The day digests follow the commit; the sync's counters follow a moment later, when the
-    // processor reads the chunk's outcomes (a view taken in between matched, yet counted 0).
-    let view = wait_for("the refusal to be counted", Duration::from_secs(10), || {
-        let view = sync_view(&daemon)?;
-        Ok((view.state.bookings_refused > 0).then_some(view))
-    })?;
-    assert!(view.state.mismatched_days.is_empty(), "{view:#?}");
+    // processor reads the chunk's outcomes (a view taken in between matched, yet counted 0),
+    // and a day found mismatched on the way is cleared when its re-fetch has been compared
+    // (seen in CI under load: refetches 1, the day still listed when the digests matched).
+    let view = wait_for(
+        "the refusal to be counted and no day left mismatched",
+        Duration::from_secs(30),
+        || {
+            let view = sync_view(&daemon)?;
+            Ok(
+                (view.state.bookings_refused > 0 && view.state.mismatched_days.is_empty())
+                    .then_some(view),
+            )
+        },
+    )
+    .with_context(|| format!("{:#?}", sync_view(&daemon).ok()))?;
     // At least once: a reconnect between receiving and acking it redelivers it.
     assert!(
         (1..=3).contains(&view.state.malformed),

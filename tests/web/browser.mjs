@@ -5,6 +5,7 @@
 //   {"cmd":"wait_text","selector":..,"text":..,"timeout_ms":..}  -> {"ms":..} until the
 //        element's textContent contains text
 //   {"cmd":"text","selector":..}                         -> {"text":..}
+//        (wait_text and text ignore soft hyphens: the pages put them into long words)
 //   {"cmd":"html","selector":..}                         -> {"html":..} (innerHTML)
 //   {"cmd":"eval","js":..}                               -> {"value":..}
 //   {"cmd":"click","selector":..} / {"cmd":"fill","selector":..,"value":..}
@@ -60,7 +61,7 @@ async function handle(c) {
       await page.waitForFunction(
         ([selector, text]) => {
           const el = document.querySelector(selector);
-          return el && el.textContent.includes(text);
+          return el && el.textContent.replaceAll("\u00ad", "").includes(text);
         },
         [c.selector, c.text],
         { timeout: c.timeout_ms || 5000, polling: 10 },
@@ -68,7 +69,7 @@ async function handle(c) {
       return { ms: Date.now() - started };
     }
     case "text":
-      return { text: await page.evaluate((s) => document.querySelector(s)?.textContent ?? null, c.selector) };
+      return { text: await page.evaluate((s) => document.querySelector(s)?.textContent?.replaceAll("\u00ad", "") ?? null, c.selector) };
     case "html":
       return { html: await page.evaluate((s) => document.querySelector(s)?.innerHTML ?? null, c.selector) };
     case "eval":
