@@ -30,8 +30,8 @@ use crate::catalog::Catalog;
 use crate::daemon::{EngineHandle, ExecuteError};
 use crate::display::Bilingual;
 use crate::domain::{
-    Command, CommandRequest, DeskId, ForwardTarget, Outcome, PrintState, ServiceId, Ticket,
-    TicketNumber, TicketOrigin, TicketState,
+    Command, CommandError, CommandRequest, DeskId, DeskMode, ForwardTarget, Outcome, PrintState,
+    ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
 };
 use crate::kiosk::ScanFeed;
 use crate::plugin_host::DeviceRegistry;
@@ -257,13 +257,130 @@ fn too_many(code: &str, wait: Duration, message: &str) -> warp::reply::Response 
     warp::reply::with_header(reply, "retry-after", secs.to_string()).into_response()
 }
 
-fn execute_error(e: &ExecuteError) -> warp::reply::Response {
+fn execute_error(e: &ExecuteError, catalog: &Catalog) -> warp::reply::Response {
     let status = match e {
         ExecuteError::Rejected(r) if r.code().starts_with("unknown_") => StatusCode::NOT_FOUND,
         ExecuteError::Rejected(_) => StatusCode::CONFLICT,
         ExecuteError::Storage(_) | ExecuteError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, e.code(), e.to_string())
+    let (de, en) = refusal_text(e, catalog);
+    json_reply(
+        status,
+        &json!({"error": e.code(), "message": e.to_string(), "text": {"de": de, "en": en}}),
+    )
+}
+
+/// German and English words for a refused command, as the clerk console and the kiosk show
+/// them: what happened and what to do next (the `message` stays the engine's own English).
+pub fn refusal_text(e: &ExecuteError, catalog: &Catalog) -> (String, String) {
+    let service_name = |service: &ServiceId| {
+        catalog.services.get(service).map_or_else(
+            || (service.to_string(), service.to_string()),
+            |s| (s.name.de.clone(), s.name.en.clone()),
+        )
+    };
+    let state_words = |state: &str| match state {
+        "waiting" => ("wartet", "waiting"),
+        "called" => ("aufgerufen", "called"),
+        "serving" => ("in Bearbeitung", "being served"),
+        "parked" => ("geparkt", "parked"),
+        "done" => ("erledigt", "done"),
+        "no_show" => ("nicht erschienen", "a no-show"),
+        "closed" => ("abgeschlossen", "closed"),
+        _ => ("in einem anderen Zustand", "in another state"),
+    };
+    let rejected = match e {
+        ExecuteError::Rejected(r) => r,
+        ExecuteError::Storage(_) | ExecuteError::ShuttingDown => {
+            return (
+                "Das Leitsystem kann gerade nicht speichern – bitte gleich noch einmal.".into(),
+                "The system cannot store right now – please try again shortly.".into(),
+            );
+        }
+    };
+    match rejected {
+        CommandError::DeskNotOpen { mode, .. } => {
+            let (de, en) = match mode {
+                DeskMode::Paused => ("hat Pause", "is paused"),
+                _ => ("ist geschlossen", "is closed"),
+            };
+            (
+                format!("Der Platz {de} – bitte zuerst „Öffnen“ drücken."),
+                format!("The desk {en} – press “Open” first."),
+            )
+        }
+        CommandError::DeskIdle { .. } => (
+            "Gerade ist hier niemand aufgerufen – mit „Nächster“ den nächsten Besuch aufrufen."
+                .into(),
+            "Nobody is called here right now – press “Next” to call the next visitor.".into(),
+        ),
+        CommandError::DeskBusy { ticket, .. } => (
+            format!("Noch bei {ticket} – bitte erst „Fertig“, „Nicht erschienen“ oder „Parken“."),
+            format!("Still with {ticket} – press “Done”, “No-show” or “Park” first."),
+        ),
+        CommandError::WrongTicketState { ticket, state, .. } => {
+            let (de, en) = state_words(state);
+            (
+                format!("Das geht gerade nicht: {ticket} ist {de}."),
+                format!("Not possible right now: {ticket} is {en}."),
+            )
+        }
+        CommandError::NothingWaiting { .. } => (
+            "Im Moment wartet niemand auf diesen Platz.".into(),
+            "Nobody is waiting for this desk right now.".into(),
+        ),
+        CommandError::NothingParked { .. } => (
+            "Hier ist niemand geparkt.".into(),
+            "Nobody is parked at this desk.".into(),
+        ),
+        CommandError::ServiceNotServed { desk, service } => {
+            let (de, en) = service_name(service);
+            let label = catalog.desks.get(desk).map_or_else(
+                || (desk.to_string(), desk.to_string()),
+                |d| (d.label.de.clone(), d.label.en.clone()),
+            );
+            (
+                format!(
+                    "{} bearbeitet „{de}“ nicht – bitte einen anderen Platz wählen.",
+                    label.0
+                ),
+                format!(
+                    "{} does not handle “{en}” – please choose another desk.",
+                    label.1
+                ),
+            )
+        }
+        CommandError::InvalidForward { reason } => (
+            format!("Dorthin kann nicht weitergeleitet werden ({reason})."),
+            format!("Cannot forward there ({reason})."),
+        ),
+        CommandError::UnknownTicket { ticket } => (
+            format!("Die Nummer {ticket} gibt es heute nicht."),
+            format!("There is no number {ticket} today."),
+        ),
+        CommandError::UnknownDesk { desk } => (
+            format!("Den Platz „{desk}“ gibt es nicht."),
+            format!("There is no desk “{desk}”."),
+        ),
+        CommandError::UnknownService { service } => (
+            format!("Das Anliegen „{service}“ gibt es nicht."),
+            format!("There is no service “{service}”."),
+        ),
+        CommandError::NumbersExhausted { prefix } => (
+            format!(
+                "Die Nummern für {prefix} sind für heute aufgebraucht – bitte die Verwaltung informieren."
+            ),
+            format!(
+                "The numbers for {prefix} are used up for today – please tell the administrator."
+            ),
+        ),
+        CommandError::IdempotencyKeyReused { .. } => (
+            "Diese Anfrage wurde schon für etwas anderes benutzt – bitte die Seite neu laden."
+                .into(),
+            "This request was already used for something else – please reload the page.".into(),
+        ),
+        other => (format!("Abgelehnt: {other}"), format!("Refused: {other}")),
+    }
 }
 
 fn unavailable() -> warp::reply::Response {
@@ -648,7 +765,7 @@ async fn run(
             StatusCode::OK,
             &json!({"outcome": executed.outcome, "duplicate": executed.duplicate}),
         ),
-        Err(e) => execute_error(&e),
+        Err(e) => execute_error(&e, &ctx.api.catalog),
     }
 }
 
@@ -732,15 +849,27 @@ pub async fn desk_view(ctx: &Ctx, desk: &str) -> Result<Value, warp::reply::Resp
         .map(|t| t.number.as_str())
         .collect();
     let waiting = lines(ctx, Some(&config.services)).await?;
+    // Forward targets for the current visitor: another service, or another desk that serves
+    // the visitor's service (the engine refuses any other desk).
+    let current_service = state
+        .and_then(|s| s.current.as_ref())
+        .and_then(|n| view.tickets.iter().find(|t| &t.number == n))
+        .map(|t| t.service.clone());
     let forward_services: Vec<Value> = catalog
         .services
         .values()
+        .filter(|s| current_service.as_ref() != Some(&s.id))
         .map(|s| json!({"id": s.id, "name": text(&s.name)}))
         .collect();
     let forward_desks: Vec<Value> = catalog
         .desks
         .values()
         .filter(|d| d.id.as_str() != desk)
+        .filter(|d| {
+            current_service
+                .as_ref()
+                .is_none_or(|s| d.services.contains(s))
+        })
         .map(|d| json!({"id": d.id, "label": text(&d.label)}))
         .collect();
     Ok(json!({
@@ -832,7 +961,7 @@ async fn kiosk_ticket(
             }
             other => json_reply(StatusCode::OK, &json!({ "outcome": other })),
         },
-        Err(e) => execute_error(&e),
+        Err(e) => execute_error(&e, &ctx.api.catalog),
     }
 }
 

@@ -7,8 +7,46 @@
   const { el, byId, bilingual, api, socket, time, login, logout } = window.LS;
   let desk = null;
   let live = null;
+  let lastView = null;
+  let online = true;
+  let forwardKey = null;
+
+  // A ticket's state in both languages.
+  const STATES = {
+    waiting: "wartet · waiting", called: "aufgerufen · called", serving: "in Bearbeitung · serving",
+    parked: "geparkt · parked", done: "erledigt · done", no_show: "nicht erschienen · no-show",
+    closed: "abgeschlossen · closed",
+  };
+
+  // Which buttons make sense now: calling only at an open desk, the visitor's actions only
+  // with a visitor in the right state; everything off while the daemon cannot be reached.
+  function allowed(action, view) {
+    const current = view && view.current;
+    const state = current ? current.state : null;
+    const mode = view ? view.mode : null;
+    switch (action) {
+      case "next": return mode === "open";
+      case "recall": case "start": case "no_show": return state === "called";
+      case "finish": return state === "called" || state === "serving";
+      case "park": return state === "called" || state === "serving";
+      case "open": return mode !== "open";
+      case "pause": return mode === "open";
+      case "close": return mode !== "closed";
+      default: return true;
+    }
+  }
+
+  function updateButtons() {
+    document.querySelectorAll("#console button").forEach((button) => {
+      const action = button.dataset.action;
+      button.disabled = !online || (action !== undefined && !allowed(action, lastView));
+    });
+    const targets = byId("forward-target").options.length;
+    byId("forward").disabled = !online || !targets;
+  }
 
   function render(view) {
+    lastView = view;
     byId("desk-label").replaceChildren(bilingual(view.label));
     byId("mode").textContent = { open: "geöffnet · open", paused: "Pause · paused",
       closed: "geschlossen · closed" }[view.mode] || view.mode || "";
@@ -18,7 +56,7 @@
     if (current) {
       byId("visitor-ticket").textContent = current.ticket;
       byId("visitor-service").replaceChildren(bilingual(current.service_name));
-      byId("visitor-state").textContent = current.state +
+      byId("visitor-state").textContent = (STATES[current.state] || current.state) +
         (current.called_at ? " · aufgerufen/called " + time(current.called_at) : "");
       byId("visitor-appointment").textContent = current.appointment
         ? "Termin · Appointment " + current.appointment : "Ohne Termin · Walk-in";
@@ -47,19 +85,25 @@
         return button;
       })]
       : []));
+    // The forward targets depend on the visitor (only desks that serve the service).
     const select = byId("forward-target");
-    if (!select.options.length) {
+    const key = current ? current.ticket + "/" + current.service : "";
+    if (key !== forwardKey) {
+      forwardKey = key;
+      const options = [];
       view.forward.services.forEach((s) => {
         const option = el("option", null, "Anliegen · Service: " + s.name.de);
         option.value = "service:" + s.id;
-        select.appendChild(option);
+        options.push(option);
       });
       view.forward.desks.forEach((d) => {
         const option = el("option", null, "Platz · Desk: " + d.label.de);
         option.value = "desk:" + d.id;
-        select.appendChild(option);
+        options.push(option);
       });
+      select.replaceChildren(...options);
     }
+    updateButtons();
     document.body.dataset.seq = String(view.seq);
   }
 
@@ -72,7 +116,14 @@
     } else if (answer.status === 401) {
       sessionEnded();
     } else if (answer.status !== 200) {
-      byId("action-message").textContent = (answer.body && answer.body.message) || ("HTTP " + answer.status);
+      const body = answer.body || {};
+      const message = byId("action-message");
+      message.replaceChildren();
+      if (body.text) {
+        message.appendChild(bilingual(body.text));
+      } else {
+        message.textContent = body.message || ("Fehler · Error " + answer.status);
+      }
     }
     return answer;
   }
@@ -87,12 +138,11 @@
     login(start, "Bitte erneut anmelden. · Please log in again.");
   }
 
-  function showOnline(online) {
+  function showOnline(isOnline) {
+    online = isOnline;
     byId("online").textContent = online ? "" : "(Verbindung unterbrochen · connection lost)";
     document.body.dataset.online = online ? "yes" : "no";
-    document.querySelectorAll("#console button").forEach((button) => {
-      button.disabled = !online;
-    });
+    updateButtons();
   }
 
   async function open(id) {

@@ -801,3 +801,116 @@ fn every_page_shows_the_sites_time_even_in_a_browser_set_to_another_zone() -> an
     );
     Ok(())
 }
+
+/// Regression: refusals reached the clerk as the engine's English ("desk '1' is paused, open
+/// it first"), states as `called`/`serving`, every button was active on a closed desk, the
+/// forward list offered desks that cannot take the service, and at 1280×720 the silent alarm
+/// was below the fold.
+#[test]
+fn the_clerk_console_offers_what_fits_and_explains_refusals_in_both_languages() -> anyhow::Result<()>
+{
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let mut browser = Browser::start()?;
+    browser.open(&format!("{url}/clerk"), 1280, 720)?;
+    log_in_on_page(&mut browser, "platz1")?;
+    browser.wait_text("#mode", "geschlossen", 5_000)?;
+    let disabled = |browser: &mut Browser, action: &str| -> anyhow::Result<bool> {
+        Ok(browser
+            .eval(&format!(
+                "document.querySelector('button[data-action={action}]').disabled"
+            ))?
+            .as_bool()
+            .unwrap_or(false))
+    };
+    for action in [
+        "next", "recall", "start", "finish", "no_show", "park", "pause",
+    ] {
+        assert!(
+            disabled(&mut browser, action)?,
+            "'{action}' is offered at a closed desk"
+        );
+    }
+    assert!(!disabled(&mut browser, "open")?, "'open' is not offered");
+
+    // Open, "next" with nobody waiting: told so, in German and English.
+    browser.click("button[data-action=open]")?;
+    browser.wait_text("#mode", "geöffnet", 3_000)?;
+    assert!(!disabled(&mut browser, "next")?);
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#action-message", "Im Moment wartet niemand", 3_000)?;
+    browser.wait_text("#action-message", "Nobody is waiting", 1_000)?;
+
+    // A visitor for ID cards: called (in words), and forwarded only to desks 2 and 4 (desk 3
+    // does not handle ID cards).
+    leitsystem_tests::daemon::walk_in(&site.daemon, "ausweis")?;
+    browser.click("button[data-action=next]")?;
+    browser.wait_text("#visitor-state", "aufgerufen · called", 3_000)?;
+    assert!(!disabled(&mut browser, "start")?);
+    let targets = browser.eval(
+        "Array.from(document.querySelectorAll('#forward-target option')).map((o) => o.textContent).join('|')",
+    )?;
+    let targets = targets.as_str().unwrap_or_default();
+    assert!(
+        targets.contains("Platz 2") && targets.contains("Platz 4") && !targets.contains("Platz 3"),
+        "forward targets: {targets}"
+    );
+    assert!(
+        !targets.contains("Personalausweis"),
+        "forwarding to its own service: {targets}"
+    );
+    browser.click("button[data-action=start]")?;
+    browser.wait_text("#visitor-state", "in Bearbeitung · serving", 3_000)?;
+    assert!(disabled(&mut browser, "start")?, "'start' while serving");
+    assert!(!disabled(&mut browser, "finish")?);
+    browser.screenshot(&artifacts("web")?.join("clerk-serving-1280x720.png"))?;
+    // With a visitor and the documents to bring on screen, the alarm is still in view.
+    let alarm_bottom = browser.eval(
+        "(() => { const r = document.getElementById('alarm').getBoundingClientRect(); \
+         return r.height > 0 ? r.bottom : 99999; })()",
+    )?;
+    assert!(
+        alarm_bottom.as_f64().unwrap_or(f64::MAX) <= 720.0,
+        "the silent alarm is below the fold at 1280×720 (bottom at {alarm_bottom})"
+    );
+
+    // The engine's refusals carry words a clerk can act on (what the console shows).
+    let clerk = session(&url, "platz1")?;
+    let cookie = [("Cookie", clerk.as_str())];
+    let again = http(&url, "POST", "/api/v1/desks/1/start", &cookie, None)?;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let text = again.json()?["text"].clone();
+    assert!(
+        text["de"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("A-001 ist in Bearbeitung")
+            && text["en"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("A-001 is being served"),
+        "{text}"
+    );
+    assert_eq!(
+        http(&url, "POST", "/api/v1/desks/1/finish", &cookie, None)?.status,
+        200
+    );
+    assert_eq!(
+        http(&url, "POST", "/api/v1/desks/1/pause", &cookie, None)?.status,
+        200
+    );
+    let paused = http(&url, "POST", "/api/v1/desks/1/next", &cookie, None)?;
+    let text = paused.json()?["text"].clone();
+    assert!(
+        text["de"].as_str().unwrap_or_default().contains("Pause")
+            && text["de"].as_str().unwrap_or_default().contains("„Öffnen“")
+            && text["en"].as_str().unwrap_or_default().contains("paused"),
+        "{text}"
+    );
+    browser.wait_text("#mode", "Pause", 3_000)?;
+    assert!(
+        disabled(&mut browser, "next")?,
+        "'next' is offered at a paused desk"
+    );
+    Ok(())
+}
