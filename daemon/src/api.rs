@@ -661,7 +661,20 @@ pub async fn handle(
             "this is a WebSocket endpoint",
         ),
         "/presence" => match presence(&ctx).await {
-            Ok(list) => json_reply(StatusCode::OK, &json!({ "people": list })),
+            Ok(list) => {
+                let catalog = &ctx.api.catalog;
+                let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+                json_reply(
+                    StatusCode::OK,
+                    &json!({
+                        "site": catalog.site_name,
+                        "town": catalog.town,
+                        "at": now,
+                        "at_local": catalog.calendar.local_ddmmyyyy_hhmm(now),
+                        "people": list,
+                    }),
+                )
+            }
             Err(answer) => answer,
         },
         "/presence/evacuation" => match presence(&ctx).await {

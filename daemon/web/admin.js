@@ -35,11 +35,12 @@
       return;
     }
     if (presence.status === 200) {
+      renderEvacuation(presence.body);
       const people = presence.body.people;
       byId("presence-count").textContent = String(people.length);
       byId("presence-time").textContent = time(Date.now());
       byId("presence").tBodies[0].replaceChildren(...people.map((p) => {
-        const tr = row([p.ticket, p.name || "", bilingual(p.service_name), p.state,
+        const tr = row([p.ticket, p.name || "", bilingual(p.service_name), STATES[p.state] || p.state,
           p.desk_label ? p.desk_label.de : (p.waiting_area ? p.waiting_area.de : ""),
           p.since_local, p.appointment || ""]);
         tr.children[1].className = "name";
@@ -72,6 +73,7 @@
     }
     if (alarms.status === 200) {
       const list = alarms.body.alarms;
+      raiseAlarms(list);
       byId("alarms-section").classList.toggle("alarm-box", list.length > 0);
       byId("alarms").replaceChildren(...(list.length ? list.map((a) => el("li", null,
         a.at_local + " – " + (a.desk_label ? a.desk_label.de : a.desk) + " (" + a.source + ")"))
@@ -88,6 +90,120 @@
       }
     }
     document.body.dataset.refreshed = String(Date.now());
+  }
+
+  // The place of a person in the building: the desk, else the waiting area.
+  function place(p) {
+    if (p.desk_label) return p.desk_label.de + " · " + p.desk_label.en;
+    if (p.waiting_area) return p.waiting_area.de + " · " + p.waiting_area.en;
+    return "?";
+  }
+
+  const STATES = {
+    waiting: "wartet · waiting", called: "aufgerufen · called", serving: "in Bearbeitung · serving",
+    parked: "geparkt · parked",
+  };
+
+  // The printed evacuation list (print-only): site, date and time, and per place a table
+  // with a box to tick for each person.
+  function renderEvacuation(body) {
+    byId("print-site").textContent = body.site || "";
+    byId("print-time").textContent = body.at_local || "";
+    byId("print-count").textContent = String(body.people.length);
+    const places = new Map();
+    body.people.forEach((p) => {
+      const key = place(p);
+      if (!places.has(key)) places.set(key, []);
+      places.get(key).push(p);
+    });
+    const blocks = [];
+    Array.from(places.keys()).sort().forEach((key) => {
+      const people = places.get(key);
+      const block = el("section", "place");
+      block.appendChild(el("h2", null, key + " (" + people.length + ")"));
+      const table = el("table");
+      const head = el("tr");
+      ["", "Nummer · Number", "Name", "Anliegen · Service", "Status", "Seit · Since"].forEach((h) => head.appendChild(el("th", null, h)));
+      table.appendChild(el("thead")).appendChild(head);
+      const tbody = el("tbody");
+      people.forEach((p) => {
+        const tr = row(["☐", p.ticket, p.name || "", p.service_name ? p.service_name.de : p.service,
+          STATES[p.state] || p.state, p.since_local]);
+        tr.children[0].className = "check";
+        tbody.appendChild(tr);
+      });
+      table.appendChild(tbody);
+      block.appendChild(table);
+      blocks.push(block);
+    });
+    byId("print-places").replaceChildren(...blocks);
+  }
+
+  // Silent alarms this browser has not acknowledged: a red banner and a siren-like tone
+  // every 2 s until "Acknowledge". Acknowledged alarms are remembered per browser.
+  const ACK_KEY = "leitsystem.alarms.acknowledged";
+  let alarmTimer = null;
+  let audio = null;
+  let pending = [];
+
+  function acknowledged() {
+    try {
+      return new Set(JSON.parse(window.localStorage.getItem(ACK_KEY) || "[]"));
+    } catch (e) {
+      return new Set();
+    }
+  }
+
+  function beep() {
+    try {
+      audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+      const start = audio.currentTime + 0.02;
+      [0, 0.35, 0.7].forEach((offset, i) => {
+        const osc = audio.createOscillator();
+        const gain = audio.createGain();
+        osc.type = "square";
+        osc.frequency.value = i % 2 ? 660 : 880;
+        gain.gain.setValueAtTime(0.0001, start + offset);
+        gain.gain.exponentialRampToValueAtTime(0.4, start + offset + 0.02);
+        gain.gain.exponentialRampToValueAtTime(0.0001, start + offset + 0.3);
+        osc.connect(gain).connect(audio.destination);
+        osc.start(start + offset);
+        osc.stop(start + offset + 0.32);
+      });
+    } catch (e) {
+      // No audio device: the banner still shows the alarm.
+    }
+    document.body.dataset.alarmSounds = String(Number(document.body.dataset.alarmSounds || 0) + 1);
+  }
+
+  function raiseAlarms(list) {
+    const seen = acknowledged();
+    pending = list.filter((a) => !seen.has(String(a.seq)));
+    const banner = byId("alarm-banner");
+    banner.hidden = pending.length === 0;
+    document.body.dataset.alarm = pending.length ? "raised" : "";
+    if (!pending.length) {
+      clearInterval(alarmTimer);
+      alarmTimer = null;
+      return;
+    }
+    byId("alarm-banner-text").textContent = pending.map((a) =>
+      a.at_local + " – " + (a.desk_label ? a.desk_label.de + " · " + a.desk_label.en : a.desk)).join("; ");
+    if (!alarmTimer) {
+      beep();
+      alarmTimer = setInterval(beep, 2000);
+    }
+  }
+
+  function acknowledgeAlarms() {
+    const seen = acknowledged();
+    pending.forEach((a) => seen.add(String(a.seq)));
+    try {
+      window.localStorage.setItem(ACK_KEY, JSON.stringify(Array.from(seen).slice(-500)));
+    } catch (e) {
+      // Storage full or off: the banner goes away until the next refresh brings it back.
+    }
+    raiseAlarms([]);
   }
 
   async function confirmClock() {
@@ -117,6 +233,7 @@
     byId("logout").addEventListener("click", logout);
     byId("print").addEventListener("click", () => window.print());
     byId("clock-confirm").addEventListener("click", confirmClock);
+    byId("alarm-ack").addEventListener("click", acknowledgeAlarms);
     login(start);
   });
 })();

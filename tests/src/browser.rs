@@ -147,6 +147,18 @@ impl Browser {
         Ok(())
     }
 
+    /// Renders the page for `media` (`print` shows what a printout holds; `screen` is back).
+    pub fn emulate_media(&mut self, media: &str) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "media", "media": media}))?;
+        Ok(())
+    }
+
+    /// Prints the page to a PDF file (what the admin's printer would get).
+    pub fn pdf(&mut self, path: &Path) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "pdf", "path": path}))?;
+        Ok(())
+    }
+
     /// JS heap in use after a forced garbage collection, in bytes.
     pub fn heap_after_gc(&mut self) -> anyhow::Result<u64> {
         self.command(json!({"cmd": "heap"}))?["used"]

@@ -196,7 +196,7 @@ fn kiosk_clerk_display_and_admin_in_chromium() -> anyhow::Result<()> {
     for page in ["kiosk", "clerk", "admin", "display"] {
         browser.use_page(page);
         assert_eq!(
-            browser.eval("document.querySelectorAll('main img, main script, main b').length")?,
+            browser.eval("document.querySelectorAll('main img, main script, main b, #evacuation-print img, #evacuation-print b').length")?,
             0,
             "{page}"
         );
@@ -912,5 +912,127 @@ fn the_clerk_console_offers_what_fits_and_explains_refusals_in_both_languages() 
         disabled(&mut browser, "next")?,
         "'next' is offered at a paused desk"
     );
+    Ok(())
+}
+
+/// Regression: a silent alarm was one more line on `/admin` (no sound, no banner), and the
+/// printed evacuation list had no site, no date, no grouping by place and the dark header
+/// band.
+#[test]
+fn a_silent_alarm_sounds_on_the_admin_page_and_the_evacuation_list_prints_by_place()
+-> anyhow::Result<()> {
+    let site = start(|t| t)?;
+    let url = site.url.clone();
+    let daemon = &site.daemon;
+    book_named(daemon, "BK-EVAC", "meldung", Some("Erika Mustermann"))?;
+    device_line(site.scanner, "BK-EVAC")?;
+    leitsystem_tests::daemon::walk_in(daemon, "ausweis")?;
+    leitsystem_tests::daemon::walk_in(daemon, "ausweis")?;
+    leitsystem_tests::daemon::open_and_call_next(daemon, "1")?;
+
+    let mut browser = Browser::start()?;
+    browser.open(&format!("{url}/admin"), 1280, 800)?;
+    log_in_on_page(&mut browser, "chef")?;
+    browser.wait_text("#presence", "Mustermann", 5_000)?;
+    let banner_shown = "!document.getElementById('alarm-banner').hidden";
+    assert_eq!(browser.eval(banner_shown)?, Value::Bool(false));
+
+    // A clerk raises the silent alarm: banner and sound within a refresh, repeating.
+    let clerk = session(&url, "platz1")?;
+    let alarm = http(
+        &url,
+        "POST",
+        "/api/v1/desks/1/alarm",
+        &[("Cookie", clerk.as_str())],
+        None,
+    )?;
+    assert_eq!(alarm.status, 200, "{}", alarm.body);
+    browser.wait_text("#alarm-banner", "Platz 1", 5_000)?;
+    assert_eq!(browser.eval(banner_shown)?, Value::Bool(true));
+    let banner_top =
+        browser.eval("document.getElementById('alarm-banner').getBoundingClientRect().top")?;
+    assert!(
+        banner_top.as_f64().unwrap_or(f64::MAX) < 200.0,
+        "banner at {banner_top}"
+    );
+    let sounds = |browser: &mut Browser| -> anyhow::Result<u64> {
+        Ok(browser
+            .eval("Number(document.body.dataset.alarmSounds || 0)")?
+            .as_u64()
+            .unwrap_or(0))
+    };
+    std::thread::sleep(Duration::from_millis(2_500));
+    let sounded = sounds(&mut browser)?;
+    assert!(sounded >= 2, "the alarm sounded {sounded} times in 2.5 s");
+    browser.screenshot(&artifacts("web")?.join("admin-silent-alarm.png"))?;
+
+    // Acknowledged: quiet, and still quiet after a reload.
+    browser.click("#alarm-ack")?;
+    assert_eq!(browser.eval(banner_shown)?, Value::Bool(false));
+    let after_ack = sounds(&mut browser)?;
+    std::thread::sleep(Duration::from_millis(4_500));
+    assert_eq!(
+        sounds(&mut browser)?,
+        after_ack,
+        "still sounding after acknowledge"
+    );
+    assert_eq!(browser.eval(banner_shown)?, Value::Bool(false));
+    browser.eval("window.location.reload()")?;
+    browser.wait_text("#presence", "Mustermann", 5_000)?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        browser.eval(banner_shown)?,
+        Value::Bool(false),
+        "the acknowledged alarm is back"
+    );
+
+    // On paper: site, date, one block per place with its people; no header band, no buttons.
+    browser.emulate_media("print")?;
+    let printed = browser.eval(
+        "(() => { const visible = (s) => Array.from(document.querySelectorAll(s)).some((e) => \
+           e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden'); \
+         return { header: visible('header'), buttons: visible('button'), \
+           text: document.getElementById('evacuation-print').innerText, \
+           places: Array.from(document.querySelectorAll('#evacuation-print h2')).map((h) => h.textContent) }; })()",
+    )?;
+    browser.screenshot(&artifacts("web")?.join("admin-evacuation-print.png"))?;
+    browser.pdf(&artifacts("web")?.join("admin-evacuation-print.pdf"))?;
+    assert_eq!(
+        printed["header"],
+        Value::Bool(false),
+        "the header band is printed"
+    );
+    assert_eq!(
+        printed["buttons"],
+        Value::Bool(false),
+        "buttons are printed"
+    );
+    let text = printed["text"].as_str().unwrap_or_default();
+    let today = jiff::Zoned::now().in_tz("Europe/Berlin")?;
+    let date = format!("{:02}.{:02}.{}", today.day(), today.month(), today.year());
+    assert!(
+        text.contains("Bürgerbüro im Rathaus"),
+        "no site on the list: {text}"
+    );
+    assert!(text.contains(&date), "no date ({date}) on the list: {text}");
+    let places: Vec<String> = printed["places"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        places
+            .iter()
+            .any(|p| p.starts_with("Platz 1") && p.ends_with("(1)")),
+        "{places:?}"
+    );
+    assert!(
+        places
+            .iter()
+            .any(|p| p.starts_with("Wartebereich Erdgeschoss") && p.ends_with("(2)")),
+        "{places:?}"
+    );
+    assert!(text.contains("Erika Mustermann"), "{text}");
     Ok(())
 }

@@ -10,6 +10,8 @@
 //   {"cmd":"eval","js":..}                               -> {"value":..}
 //   {"cmd":"click","selector":..} / {"cmd":"fill","selector":..,"value":..}
 //   {"cmd":"screenshot","path":..}
+//   {"cmd":"media","media":"print"|"screen"}   render as for print / back to the screen
+//   {"cmd":"pdf","path":..}                    print the page to an A4 PDF
 //   {"cmd":"heap"}  -> {"used":bytes} after a forced garbage collection (DevTools protocol)
 //   {"cmd":"dialogs"} -> {"count":n} alert/confirm/prompt dialogs seen (an XSS would open one)
 //   {"cmd":"close"}
@@ -82,6 +84,12 @@ async function handle(c) {
       return {};
     case "screenshot":
       await page.screenshot({ path: c.path, fullPage: false });
+      return {};
+    case "media":
+      await page.emulateMedia({ media: c.media });
+      return {};
+    case "pdf":
+      await page.pdf({ path: c.path, format: "A4" });
       return {};
     case "heap": {
       await cdp.send("HeapProfiler.collectGarbage");
