@@ -16,6 +16,8 @@ use leitsystem::domain::{
 };
 use tokio_util::sync::CancellationToken;
 
+mod demo_site;
+
 /// Exit code for an invalid config (sysexits' EX_CONFIG); systemd does not restart on it.
 const EXIT_CONFIG: u8 = 78;
 /// Exit code for a refused or failed operation.
@@ -101,6 +103,14 @@ enum Cmd {
     /// Hash a password for `[[web.user]]`: reads it from stdin (first line), prints the
     /// argon2id PHC string to put into `password_hash`.
     HashPassword,
+    /// Use the demo's simulated devices: scan a code, press a desk button (no `nc` needed).
+    Sim {
+        /// Host of the simulated devices.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
     /// Drive a running daemon by hand over its control socket.
     Ctl {
         /// Control socket (default: from --config, else the demo's).
@@ -117,6 +127,32 @@ enum Cmd {
         request_id: Option<String>,
         #[command(subcommand)]
         action: CtlAction,
+    },
+}
+
+/// What `leitsystemd sim` does with a simulated device.
+#[derive(Subcommand)]
+enum DeviceAction {
+    /// Scan a code at the simulated scanner (a booking id, a signed code, a URL holding one).
+    Scan {
+        /// The scanned text (or, with --signed, the demo booking whose signed code to scan).
+        code: String,
+        /// Scan the signed check-in code the running demo made for this booking (`DEMO-2`).
+        #[arg(long)]
+        signed: bool,
+        /// The scanner's port (the demo's: 7101).
+        #[arg(long, default_value_t = 7101)]
+        port: u16,
+    },
+    /// Press a button of the simulated button box.
+    Button {
+        /// Desk id.
+        desk: String,
+        /// next, recall, start, done, no_show, park, resume, pause, open or alarm.
+        action: String,
+        /// The button box's port (the demo's: 7102).
+        #[arg(long, default_value_t = 7102)]
+        port: u16,
     },
 }
 
@@ -427,21 +463,75 @@ fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Cmd::Plugins { config } => match load_config_or_demo(config.as_deref()) {
-            Ok(cfg) => report_plugins(&cfg, &config_dir_of(config.as_deref())),
-            Err(e) => config_failure(&e),
-        },
-        Cmd::Demo { data_dir } => match Config::demo() {
             Ok(cfg) => {
-                let dir = data_dir.unwrap_or_else(demo_data_dir);
-                tracing::info!(
-                    data_dir = %dir.display(),
-                    "demo: try `leitsystemd ctl walk-in ausweis`, `leitsystemd ctl open 1`, \
-                     `leitsystemd ctl next 1`, `leitsystemd ctl state`"
-                );
-                run_daemon(cfg, config_dir_of(None), dir)
+                // A daemon running on this config holds the devices (ports, serial lines, a
+                // grabbed scanner): the plugins are then loaded and checked, not started.
+                let socket = match config {
+                    Some(_) => Some(cfg.control_socket(&cfg.site.data_dir)),
+                    None => demo_site::running_demo_socket(&demo_data_dir())
+                        .or_else(|| Some(cfg.control_socket(&demo_data_dir()))),
+                };
+                let running = socket.filter(|s| {
+                    ControlClient::connect(s)
+                        .and_then(|mut c| c.request(&ControlRequest::State))
+                        .is_ok()
+                });
+                report_plugins(&cfg, &config_dir_of(config.as_deref()), running.as_deref())
             }
             Err(e) => config_failure(&e),
         },
+        Cmd::Demo { data_dir } => {
+            let dir = data_dir.unwrap_or_else(demo_data_dir);
+            match demo_site::prepare(&dir) {
+                Ok((cfg, demo)) => {
+                    tracing::info!(
+                        data_dir = %dir.display(),
+                        "demo: try `leitsystemd ctl walk-in ausweis`, `leitsystemd ctl open 1`, \
+                         `leitsystemd ctl next 1`, `leitsystemd ctl state`"
+                    );
+                    let socket = cfg.control_socket(&dir);
+                    demo.seed_when_up(socket.clone(), demo_data_dir(), &cfg);
+                    let code = run_daemon(cfg, config_dir_of(None), dir);
+                    demo_site::DemoSite::forget(&socket, &demo_data_dir());
+                    code
+                }
+                Err(e) => config_failure(&e),
+            }
+        }
+        Cmd::Sim { host, action } => {
+            let (port, line) = match action {
+                DeviceAction::Scan {
+                    code,
+                    signed: true,
+                    port,
+                } => match demo_site::signed_code(&demo_data_dir(), &code) {
+                    Ok(signed) => (port, signed),
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "sim: {e:#}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
+                },
+                DeviceAction::Scan { code, port, .. } => (port, code),
+                DeviceAction::Button { desk, action, port } => (port, format!("{desk} {action}")),
+            };
+            match demo_site::send_line(&host, port, &line) {
+                Ok(answer) if answer == "OK" => {
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "OK: the device took it; `leitsystemd ctl state` shows what happened"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(answer) => {
+                    let _ = writeln!(std::io::stderr(), "the device answered: {answer}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "sim: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
         Cmd::TicketPreview {
             config,
             service,
@@ -476,7 +566,11 @@ fn main() -> ExitCode {
             request_id,
             action,
         } => {
-            let socket = match socket {
+            // Without a socket, config or data dir: the running demo, wherever its data is.
+            let demo = (socket.is_none() && config.is_none() && data_dir.is_none())
+                .then(|| demo_site::running_demo_socket(&demo_data_dir()))
+                .flatten();
+            let socket = match socket.or(demo) {
                 Some(s) => s,
                 None => match load_config_or_demo(config.as_deref()) {
                     Ok(cfg) => {
@@ -622,18 +716,27 @@ fn config_dir_of(config: Option<&Path>) -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-fn report_plugins(config: &Config, config_dir: &Path) -> ExitCode {
+fn report_plugins(config: &Config, config_dir: &Path, running: Option<&Path>) -> ExitCode {
     // Probing creates each device once; `${data_dir}` points at a scratch directory so the
     // check never writes into the real data directory (a printer would create its job folder
     // there, and a data directory holding files but no store is refused as foreign).
     let scratch = std::env::temp_dir().join(format!("leitsystemd-plugins-{}", std::process::id()));
     let specs = leitsystem::plugin_host::device_specs(config, config_dir, &scratch);
-    let code = probe_all(&specs);
+    if let Some(socket) = running {
+        let _ = writeln!(
+            std::io::stdout(),
+            "a daemon is running on this config ({}): its devices are in use, so the plugins \
+             are loaded and checked but not started; `leitsystemd ctl devices` shows the \
+             devices' health",
+            socket.display()
+        );
+    }
+    let code = probe_all(&specs, running.is_none());
     let _ = std::fs::remove_dir_all(&scratch);
     code
 }
 
-fn probe_all(specs: &[leitsystem::plugin_host::DeviceSpec]) -> ExitCode {
+fn probe_all(specs: &[leitsystem::plugin_host::DeviceSpec], create: bool) -> ExitCode {
     let mut failed = 0;
     let mut out = std::io::stdout();
     let _ = writeln!(
@@ -643,7 +746,7 @@ fn probe_all(specs: &[leitsystem::plugin_host::DeviceSpec]) -> ExitCode {
     );
     for spec in specs {
         let file = spec.plugin_path.display().to_string();
-        match leitsystem::plugin_host::probe_device(spec) {
+        match leitsystem::plugin_host::probe_device(spec, create) {
             Ok(plugin) => {
                 let _ = writeln!(
                     out,
@@ -861,7 +964,9 @@ fn ctl_send(socket: &Path, request: &ControlRequest) -> ExitCode {
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr(),
-                "cannot reach leitsystemd at {}: {e} (is it running?)",
+                "cannot reach leitsystemd at {}: {e}. Is it running? Start the demo with \
+                 `bash daemon/demo.sh`; for another daemon give its --config FILE (or \
+                 --data-dir DIR, or --socket PATH)",
                 socket.display()
             );
             ExitCode::from(EXIT_FAILURE)

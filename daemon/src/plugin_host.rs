@@ -651,10 +651,14 @@ impl Drop for Instance {
     }
 }
 
-/// Checks a device as `leitsystemd plugins` does: load, role, create and destroy.
-pub fn probe_device(spec: &DeviceSpec) -> Result<LoadedPlugin, PluginError> {
+/// Checks a device as `leitsystemd plugins` does: load and role, then (with `create`: no
+/// daemon holds the devices) create and destroy it.
+pub fn probe_device(spec: &DeviceSpec, create: bool) -> Result<LoadedPlugin, PluginError> {
     let plugin = load_plugin(&spec.plugin_path)?;
     check_role(&plugin, spec)?;
+    if !create {
+        return Ok(plugin);
+    }
     let (tx, _rx) = mpsc::channel(EMIT_QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     match Instance::create(&plugin, spec, &tx, &dropped) {
