@@ -674,7 +674,8 @@ impl Drop for PrinterEmulator {
 }
 
 /// SIGTERM (socat then removes its links), SIGKILL after 2 s; always reaped.
-fn stop_socat(mut child: Child) {
+/// Stops a socat started by a test: SIGTERM, then SIGKILL after 2 s.
+pub fn stop_socat(mut child: Child) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: signalling our own child process has no memory-safety impact.
         unsafe {

@@ -5,4 +5,5 @@ pub mod escpos;
 pub mod load;
 pub mod mosquitto;
 pub mod powercut;
+pub mod serial;
 pub mod site;
