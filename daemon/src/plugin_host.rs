@@ -988,6 +988,7 @@ fn button_command(action: ButtonAction, desk: DeskId) -> Command {
         ButtonAction::Open => Command::OpenDesk { desk },
         ButtonAction::Pause => Command::PauseDesk { desk },
         ButtonAction::Close => Command::CloseDesk { desk },
+        ButtonAction::Alarm => Command::SilentAlarm { desk },
     }
 }
 

@@ -88,6 +88,9 @@ pub enum ButtonAction {
     Pause,
     /// Close the desk.
     Close,
+    /// The desk's silent alarm (staff safety): shown to admins and the website, never on a
+    /// public display.
+    Alarm,
 }
 
 /// Paper level of a printer.

@@ -118,6 +118,23 @@ fn a_scan_prints_a_ticket_and_a_button_press_reaches_the_display() -> anyhow::Re
         .find(|d| d.id == DeskId::new("2"))
         .context("desk 2")?;
     assert_eq!(desk2.mode, leitsystem::domain::DeskMode::Closed);
+
+    // The desk's alarm button: a silent alarm in the log (for the admin and the website),
+    // and nothing of it on the public display.
+    assert_eq!(device_line(buttons, "1 alarm")?, "OK");
+    wait_for("the silent alarm", Duration::from_secs(10), || {
+        Ok(leitsystem_tests::daemon::all_events(&daemon)?
+            .into_iter()
+            .find(|r| {
+                matches!(&r.event, leitsystem::domain::Event::SilentAlarm { desk, .. } if desk.as_str() == "1")
+            }))
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let shown = std::fs::read_to_string(data.join("display.json"))?;
+    assert!(
+        !shown.contains("alarm"),
+        "the alarm reached the display: {shown}"
+    );
     for d in devices(&daemon)? {
         assert_eq!(d.state, DeviceState::Running, "{d:?}");
     }

@@ -233,7 +233,11 @@ fn a_full_signed_check_in_code_decodes_and_verifies() {
         let mut keys = scanner_types(layout, &code);
         keys.extend(tap(ENTER));
         let decoded = decode(layout, &keys);
-        assert_eq!(decoded.as_slice(), std::slice::from_ref(&code), "{layout:?}");
+        assert_eq!(
+            decoded.as_slice(),
+            std::slice::from_ref(&code),
+            "{layout:?}"
+        );
         let mut ring = KeyRing::default();
         ring.insert_hex(7, &public).expect("key");
         let verified = verify(&decoded[0], "musterstadt-rathaus", &ring).expect("verifies");

@@ -287,6 +287,7 @@ fn parse_action(word: &str) -> Option<ButtonAction> {
         "open" => ButtonAction::Open,
         "pause" => ButtonAction::Pause,
         "close" => ButtonAction::Close,
+        "alarm" => ButtonAction::Alarm,
         _ => return None,
     })
 }

@@ -1,0 +1,219 @@
+//! The button loop ([`run`]) against scripted lines on a simulated clock: the same loop and
+//! machines the plugin runs on the GPIO character device, with the edges a real contact makes
+//! (bouncing, held, stuck). And the built plugin as the daemon loads it: bad configs refused
+//! with the option named, lines that do not exist reported disconnected (these machines have
+//! no GPIO chip; the hardware rig drives real lines).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use leitsystem_gpio_buttons::{Edge, Lines, Report, Settings, run};
+use leitsystem_plugin::PluginMessage;
+use leitsystem_plugin::messages::ButtonAction;
+use leitsystem_plugin::testing::TestPlugin;
+use serde_json::json;
+
+/// Edges at given times (ms) on a simulated clock; ends (sets `stop`) at `end_ms`.
+struct Script<'a> {
+    now: Duration,
+    edges: VecDeque<Edge>,
+    end: Duration,
+    stop: &'a AtomicBool,
+}
+
+impl Lines for Script<'_> {
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<Edge>, String> {
+        let until = self.now + timeout.max(Duration::from_millis(1));
+        let mut ready = Vec::new();
+        while self.edges.front().is_some_and(|e| e.at <= until) {
+            if let Some(edge) = self.edges.pop_front() {
+                self.now = self.now.max(edge.at);
+                ready.push(edge);
+            }
+        }
+        if ready.is_empty() {
+            self.now = until;
+        }
+        if self.now >= self.end {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        Ok(ready)
+    }
+
+    fn now(&self) -> Duration {
+        self.now
+    }
+}
+
+fn settings(buttons: serde_json::Value) -> Settings {
+    Settings::from_options(&json!({ "buttons": buttons }), &["1".to_string()]).expect("valid")
+}
+
+/// Runs the loop over `edges` ((ms, button, pressed)) until `end_ms`; the reports.
+fn play(settings: &Settings, edges: &[(u64, usize, bool)], end_ms: u64) -> Vec<Report> {
+    let stop = AtomicBool::new(false);
+    let mut script = Script {
+        now: Duration::ZERO,
+        edges: edges
+            .iter()
+            .map(|&(ms, button, pressed)| Edge {
+                button,
+                pressed,
+                at: Duration::from_millis(ms),
+            })
+            .collect(),
+        end: Duration::from_millis(end_ms),
+        stop: &stop,
+    };
+    let mut reports = Vec::new();
+    let why = run(&mut script, settings, &stop, &mut |r| reports.push(r));
+    assert_eq!(why, "", "the loop ended with an error");
+    reports
+}
+
+fn press(action: ButtonAction) -> Report {
+    Report::Press("1".into(), action)
+}
+
+#[test]
+fn a_bouncing_contact_is_one_press_and_two_real_presses_are_two() {
+    let s = settings(json!([{ "line": "GPIO17", "desk": "1", "action": "next" }]));
+    let bouncing = [
+        (0, 0, true),
+        (2, 0, false),
+        (4, 0, true),
+        (9, 0, false),
+        (13, 0, true),
+        (300, 0, false),
+        (302, 0, true),
+        (305, 0, false),
+    ];
+    assert_eq!(play(&s, &bouncing, 2_000), [press(ButtonAction::Next)]);
+    // A double click (two presses 150 ms apart) is two presses: the engine decides that the
+    // second "next" only repeats the call.
+    let double = [
+        (0, 0, true),
+        (60, 0, false),
+        (150, 0, true),
+        (210, 0, false),
+    ];
+    assert_eq!(
+        play(&s, &double, 2_000),
+        [press(ButtonAction::Next), press(ButtonAction::Next)]
+    );
+}
+
+#[test]
+fn a_long_press_is_the_long_action_and_a_short_one_the_short_action() {
+    let s = settings(json!([
+        { "line": "GPIO17", "desk": "1", "action": "next", "long_action": "alarm" },
+        { "line": "GPIO27", "desk": "1", "action": "recall" }
+    ]));
+    let long = [(0, 0, true), (1_500, 0, false)];
+    assert_eq!(play(&s, &long, 3_000), [press(ButtonAction::Alarm)]);
+    let short = [
+        (0, 0, true),
+        (200, 0, false),
+        (500, 1, true),
+        (4_000, 1, false),
+    ];
+    // The recall button has no long action: it fires at the press, however long it is held.
+    assert_eq!(
+        play(&s, &short, 5_000),
+        [press(ButtonAction::Next), press(ButtonAction::Recall)]
+    );
+}
+
+#[test]
+fn a_stuck_button_is_reported_once_and_does_not_repeat() {
+    let s = settings(json!([{ "line": "GPIO17", "desk": "1", "action": "next" }]));
+    let held = [
+        (0, 0, true),
+        (30_000, 0, false),
+        (31_000, 0, true),
+        (31_100, 0, false),
+    ];
+    assert_eq!(
+        play(&s, &held, 32_000),
+        [
+            press(ButtonAction::Next),
+            Report::Stuck("GPIO17".into()),
+            Report::Released("GPIO17".into()),
+            press(ButtonAction::Next),
+        ]
+    );
+}
+
+#[test]
+fn bad_options_are_refused_with_the_option_named() {
+    let desks = ["1".to_string()];
+    for (options, named) in [
+        (json!({}), "buttons"),
+        (json!({"buttons": []}), "no button"),
+        (
+            json!({"buttons": [{"desk": "1", "action": "next"}]}),
+            "line",
+        ),
+        (
+            json!({"buttons": [{"line": "GPIO17", "desk": "9", "action": "next"}]}),
+            "desk '9'",
+        ),
+        (
+            json!({"buttons": [{"line": "GPIO17", "desk": "1", "action": "fly"}]}),
+            "fly",
+        ),
+        (
+            json!({"buttons": [{"line": "GPIO17", "desk": "1", "action": "next"},
+                               {"line": "GPIO17", "desk": "1", "action": "recall"}]}),
+            "twice",
+        ),
+        (
+            json!({"buttons": [{"line": "GPIO17", "desk": "1", "action": "next"}], "bias": "up"}),
+            "bias",
+        ),
+        (
+            json!({"buttons": [{"line": "GPIO17", "desk": "1", "action": "next"}], "stuck_ms": 1000, "long_press_ms": 2000}),
+            "stuck_ms",
+        ),
+    ] {
+        let error = Settings::from_options(&options, &desks).expect_err("refused");
+        assert!(error.contains(named), "{options}: {error}");
+    }
+}
+
+#[test]
+fn the_built_plugin_refuses_bad_configs_and_reports_missing_lines() {
+    let plugin = TestPlugin::load_built("libleitsystem_gpio_buttons.so").expect("built plugin");
+    assert_eq!(plugin.roles(), "buttons");
+    let config = |options: serde_json::Value| json!({"v": 1, "id": "desk-buttons", "role": "buttons", "desks": ["1"], "options": options});
+    let Err(refused) = plugin.create(config(
+        json!({"buttons": [{"line": "GPIO17", "desk": "2", "action": "next"}]}),
+    )) else {
+        panic!("a button for another desk was accepted");
+    };
+    assert!(refused.contains("desk '2'"), "{refused}");
+    let mut device = plugin
+        .create(config(json!({"buttons": [{"line": "LEITSYSTEM_NO_SUCH_LINE", "desk": "1", "action": "next"}]})))
+        .expect("created");
+    let detail = device
+        .wait_until(
+            "a disconnected report",
+            Duration::from_secs(5),
+            |messages| {
+                messages.iter().find_map(|m| match m {
+                    PluginMessage::Connection {
+                        connected: false,
+                        detail,
+                    } => detail.clone(),
+                    _ => None,
+                })
+            },
+        )
+        .expect("reported");
+    assert!(
+        detail.contains("LEITSYSTEM_NO_SUCH_LINE") || detail.contains("GPIO"),
+        "{detail}"
+    );
+    assert!(device.destroy() < Duration::from_secs(1));
+}
