@@ -431,3 +431,94 @@ impl Drop for TestDevice<'_> {
         self.destroy();
     }
 }
+
+/// What [`conformance`] needs to know about one driver.
+#[derive(Debug, Clone)]
+pub struct Conformance {
+    /// The plugin file (`libleitsystem_sim.so`), found as [`TestPlugin::load_built`] does.
+    pub file_name: &'static str,
+    /// The role the configs use.
+    pub role: &'static str,
+    /// `options` of a valid device (its device may be absent: then it must say so).
+    pub valid: serde_json::Value,
+    /// `options` the driver must refuse.
+    pub invalid: serde_json::Value,
+    /// The text the refusal must contain (the option it names).
+    pub invalid_names: &'static str,
+}
+
+/// The contract every driver passes, as the daemon relies on it: the library loads with a
+/// good descriptor listing `role`; an invalid config is refused with a reason naming the
+/// option (never a panic, never a crash); the wrong role is refused; a valid one is created,
+/// reports something (health or a log line) within 5 s, and is destroyed within 2 s; and
+/// creating and destroying it three times in a row works (no thread or port left behind).
+/// Returns what went wrong, one line per problem.
+pub fn conformance(spec: &Conformance) -> Vec<String> {
+    let mut problems = Vec::new();
+    let plugin = match TestPlugin::load_built(spec.file_name) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("{}: {e}", spec.file_name)],
+    };
+    let file = spec.file_name;
+    if !plugin.roles().split(',').any(|r| r.trim() == spec.role) {
+        problems.push(format!(
+            "{file}: roles '{}' lack '{}'",
+            plugin.roles(),
+            spec.role
+        ));
+    }
+    if plugin.name().is_empty() || plugin.version().is_empty() {
+        problems.push(format!("{file}: empty name or version"));
+    }
+    let config = |role: &str, options: &serde_json::Value| {
+        serde_json::json!({"v": MESSAGE_VERSION, "id": "conformance", "role": role,
+                           "desks": ["1"], "options": options})
+    };
+    match plugin.create(config(spec.role, &spec.invalid)) {
+        Ok(_) => problems.push(format!(
+            "{file}: accepted the invalid options {}",
+            spec.invalid
+        )),
+        Err(reason) if !reason.contains(spec.invalid_names) => problems.push(format!(
+            "{file}: the refusal of {} does not name '{}': {reason}",
+            spec.invalid, spec.invalid_names
+        )),
+        Err(reason) if reason.contains("panic") => {
+            problems.push(format!("{file}: panicked on invalid options: {reason}"));
+        }
+        Err(_) => {}
+    }
+    let other_role = if spec.role == "printer" {
+        "scanner"
+    } else {
+        "printer"
+    };
+    let serves_other = plugin.roles().split(',').any(|r| r.trim() == other_role);
+    if !serves_other && plugin.create(config(other_role, &spec.valid)).is_ok() {
+        problems.push(format!(
+            "{file}: accepted role '{other_role}' it does not list"
+        ));
+    }
+    for round in 1..=3 {
+        match plugin.create(config(spec.role, &spec.valid)) {
+            Ok(mut device) => {
+                if let Err(e) = device.wait_until("a first report", Duration::from_secs(5), |m| {
+                    (!m.is_empty()).then_some(())
+                }) {
+                    problems.push(format!("{file}: round {round}: {e}"));
+                }
+                let took = device.destroy();
+                if took > Duration::from_secs(2) {
+                    problems.push(format!("{file}: round {round}: destroy took {took:?}"));
+                }
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{file}: round {round}: the valid options were refused: {e}"
+                ));
+                break;
+            }
+        }
+    }
+    problems
+}
