@@ -852,17 +852,22 @@ pub async fn run(
     let specs = crate::plugin_host::device_specs(&config, &config_dir, &data_dir);
     let display =
         crate::display::spawn_feed(&tracker, handle.clone(), catalog.clone(), stop.clone());
-    let devices = crate::plugin_host::PluginHost::start(
-        specs,
-        catalog.clone(),
-        handle.clone(),
-        display.clone(),
-        Duration::from_secs(
-            u64::try_from(*config.plugins.print_answer_seconds.get_ref()).unwrap_or(30),
-        ),
-        stop.clone(),
-        &tracker,
-    );
+    // Loading plugins (dlopen, the plugins' constructors) blocks: off the async workers, so
+    // the engine's and the display's tasks keep running meanwhile (needs the multi-threaded
+    // runtime `main` builds).
+    let devices = tokio::task::block_in_place(|| {
+        crate::plugin_host::PluginHost::start(
+            specs,
+            catalog.clone(),
+            handle.clone(),
+            display.clone(),
+            Duration::from_secs(
+                u64::try_from(*config.plugins.print_answer_seconds.get_ref()).unwrap_or(30),
+            ),
+            stop.clone(),
+            &tracker,
+        )
+    });
     let sync_status = match &config.mqtt {
         Some(mqtt) => {
             let status = crate::sync::SyncStatus::default();
