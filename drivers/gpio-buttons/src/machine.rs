@@ -165,6 +165,27 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_exactly_one_debounce_time_later_counts() {
+        let mut b = Button::new(timing(false));
+        assert_eq!(b.edge(true, ms(0)), Some(Output::Short));
+        assert_eq!(b.edge(false, ms(20)), None);
+        assert_eq!(b.edge(true, ms(40)), Some(Output::Short));
+    }
+
+    #[test]
+    fn the_deadline_is_the_long_press_then_the_stuck_time() {
+        let mut b = Button::new(timing(true));
+        assert_eq!(b.next_deadline(), None);
+        b.edge(true, ms(0));
+        assert_eq!(b.next_deadline(), Some(ms(1000)));
+        assert_eq!(b.tick(ms(1000)), Some(Output::Long));
+        assert_eq!(b.next_deadline(), Some(ms(10_000)));
+        let mut plain = Button::new(timing(false));
+        plain.edge(true, ms(0));
+        assert_eq!(plain.next_deadline(), Some(ms(10_000)));
+    }
+
+    #[test]
     fn two_quick_presses_are_two_presses() {
         let mut b = Button::new(timing(false));
         assert_eq!(b.edge(true, ms(0)), Some(Output::Short));

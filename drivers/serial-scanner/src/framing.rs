@@ -228,6 +228,10 @@ mod tests {
         );
         let mut cr = framer(Terminator::Cr, false);
         assert_eq!(codes(&cr.push(b"A1\rB2\r", t)), ["A1", "B2"]);
+        // A scanner sending CR LF to a `cr` config: the LF after the CR is no part of a code.
+        assert_eq!(codes(&cr.push(b"A3\r\nB4\r\n", t)), ["A3", "B4"]);
+        // Nothing pending after a terminator: no idle deadline.
+        assert_eq!(cr.deadline(), None);
         let mut lf = framer(Terminator::Lf, false);
         assert_eq!(codes(&lf.push(b"A1\r\nB2\n", t)), ["A1", "B2"]);
         let mut crlf = framer(Terminator::CrLf, false);
