@@ -832,10 +832,10 @@ pub async fn desk_view(ctx: &Ctx, desk: &str) -> Result<Value, warp::reply::Resp
     };
     let view = ctx.engine.state_view().await.map_err(|_| unavailable())?;
     let state = view.desks.iter().find(|d| d.id.as_str() == desk);
-    let current = state
+    let current_ticket = state
         .and_then(|s| s.current.as_ref())
         .and_then(|n| view.tickets.iter().find(|t| &t.number == n));
-    let current = current.map(|t| {
+    let current = current_ticket.map(|t| {
         let service = catalog.services.get(&t.service);
         json!({
             "ticket": t.number,
@@ -864,10 +864,7 @@ pub async fn desk_view(ctx: &Ctx, desk: &str) -> Result<Value, warp::reply::Resp
     let waiting = lines(ctx, Some(&config.services)).await?;
     // Forward targets for the current visitor: another service, or another desk that serves
     // the visitor's service (the engine refuses any other desk).
-    let current_service = state
-        .and_then(|s| s.current.as_ref())
-        .and_then(|n| view.tickets.iter().find(|t| &t.number == n))
-        .map(|t| t.service.clone());
+    let current_service = current_ticket.map(|t| t.service.clone());
     let forward_services: Vec<Value> = catalog
         .services
         .values()

@@ -479,13 +479,13 @@ pub fn conformance(spec: &Conformance) -> Vec<String> {
             "{file}: accepted the invalid options {}",
             spec.invalid
         )),
+        Err(reason) if reason.contains("panic") => {
+            problems.push(format!("{file}: panicked on invalid options: {reason}"));
+        }
         Err(reason) if !reason.contains(spec.invalid_names) => problems.push(format!(
             "{file}: the refusal of {} does not name '{}': {reason}",
             spec.invalid, spec.invalid_names
         )),
-        Err(reason) if reason.contains("panic") => {
-            problems.push(format!("{file}: panicked on invalid options: {reason}"));
-        }
         Err(_) => {}
     }
     let other_role = if spec.role == "printer" {
