@@ -804,6 +804,22 @@ pub fn data_dir(config: &Config, override_dir: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| config.site.data_dir.clone())
 }
 
+/// How long start-up waits for the devices' first start before it reports ready anyway.
+const DEVICE_START_WAIT: Duration = Duration::from_secs(20);
+
+/// The daemon's set-up in one line, for systemd's status: site, devices, web and MQTT.
+fn readiness_summary(config: &Config, catalog: &Catalog, devices: usize) -> String {
+    let web = config.web.as_ref().map_or_else(
+        || "no web server".to_string(),
+        |w| format!("web on {}", w.listen),
+    );
+    let mqtt = config.mqtt.as_ref().map_or_else(
+        || "no MQTT".to_string(),
+        |m| format!("MQTT to {}:{}", m.host.get_ref(), m.port.get_ref()),
+    );
+    format!("site {}, {devices} devices, {web}, {mqtt}", catalog.site_id)
+}
+
 /// Runs the daemon until `shutdown` fires (SIGTERM/SIGINT in `main`) or a fatal error.
 pub async fn run(
     config: Config,
@@ -817,6 +833,7 @@ pub async fn run(
     }
     let options = store_options(&config);
     let socket_path = config.control_socket(&data_dir);
+    crate::service_manager::status(&format!("Opening the store in {}", data_dir.display()));
     let open_catalog = catalog.clone();
     let open_dir = data_dir.clone();
     let (engine, store) =
@@ -850,11 +867,13 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let specs = crate::plugin_host::device_specs(&config, &config_dir, &data_dir);
+    let specs_count = specs.len();
     let display =
         crate::display::spawn_feed(&tracker, handle.clone(), catalog.clone(), stop.clone());
     // Loading plugins (dlopen, the plugins' constructors) blocks: off the async workers, so
     // the engine's and the display's tasks keep running meanwhile (needs the multi-threaded
     // runtime `main` builds).
+    crate::service_manager::status("Starting the devices");
     let devices = tokio::task::block_in_place(|| {
         crate::plugin_host::PluginHost::start(
             specs,
@@ -868,6 +887,16 @@ pub async fn run(
             &tracker,
         )
     });
+    // READY waits for every device's first start (a printer that takes a while to open),
+    // bounded: a device hanging in its driver must not keep the appliance from starting.
+    let still_starting = devices.first_attempts(DEVICE_START_WAIT).await;
+    if !still_starting.is_empty() {
+        tracing::warn!(
+            devices = ?still_starting,
+            "devices still starting after {}s; going on without waiting for them",
+            DEVICE_START_WAIT.as_secs()
+        );
+    }
     let sync_status = match &config.mqtt {
         Some(mqtt) => {
             let status = crate::sync::SyncStatus::default();
@@ -914,14 +943,24 @@ pub async fn run(
         tracker.clone(),
     ));
     tracker.spawn(scheduler(handle.clone(), catalog.clone(), stop.clone()));
-    tracker.close();
+    let summary = readiness_summary(&config, &catalog, specs_count);
     tracing::info!(socket = %socket_path.display(), site = %catalog.site_id, "ready");
+    // Only now: the store is open, the plugins started, the control socket and the web server
+    // listen and the sync (if configured) runs. Then the watchdog and the running status.
+    crate::service_manager::ready(&format!("Ready: {summary}"));
+    tracker.spawn(crate::service_manager::heartbeat(
+        handle.clone(),
+        summary,
+        stop.clone(),
+    ));
+    tracker.close();
 
     let failed = tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = fatal.cancelled() => true,
     };
     tracing::info!("shutting down");
+    crate::service_manager::stopping("Stopping: devices first, then the engine finishes its queue");
     stop.cancel();
     // Devices first: they stop sending commands, their instances are destroyed.
     let _ = tokio::task::spawn_blocking(move || devices.stop()).await;

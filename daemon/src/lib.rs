@@ -16,6 +16,7 @@ pub mod engine;
 pub mod hyphenate;
 pub mod kiosk;
 pub mod plugin_host;
+pub mod service_manager;
 pub mod store;
 pub mod sync;
 pub mod ticket;

@@ -660,15 +660,44 @@ fn ticket_preview(
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal; journald and log files get plain text.
+    // Under systemd stderr is the journal: log to journald directly, with each event's level
+    // as the priority and its fields as journal fields (`journalctl -u leitsystemd -p warning`).
+    if stderr_is_journal()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("leitsystemd".to_string()))
+            .init();
+        return;
+    }
+    // Colours only on a terminal; log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Whether stderr is connected to the journal: systemd sets `JOURNAL_STREAM` to the stream's
+/// `device:inode` (systemd.exec(5)); a redirected stderr no longer matches it.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    device.parse::<u64>().ok() == Some(meta.dev()) && inode.parse::<u64>().ok() == Some(meta.ino())
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {

@@ -930,6 +930,26 @@ impl PluginHost {
         self.registry.clone()
     }
 
+    /// Waits (at most `timeout`) until every device has made its first attempt to start:
+    /// running, failed (and retrying) or not loaded. Returns the ids still starting.
+    pub async fn first_attempts(&self, timeout: Duration) -> Vec<String> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let starting: Vec<String> = self
+                .registry
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .values()
+                .filter(|h| h.state == DeviceState::Starting)
+                .map(|h| h.id.clone())
+                .collect();
+            if starting.is_empty() || tokio::time::Instant::now() >= until {
+                return starting;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The outcome of every scan (checked in or refused, with the kiosk's texts).
     pub fn scans(&self) -> crate::kiosk::ScanFeed {
         self.scans.clone()

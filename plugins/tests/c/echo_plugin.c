@@ -40,6 +40,10 @@ static int32_t echo_create(const uint8_t *config, size_t config_len, const ls_ho
         set_error(err, err_cap, "refused by its config");
         return 1;
     }
+#ifdef TEST_SLOW_CREATE_MS
+    /* A driver whose device takes a while to open (a printer warming up). */
+    usleep(TEST_SLOW_CREATE_MS * 1000);
+#endif
     echo *self = calloc(1, sizeof(echo));
     if (self == NULL) {
         set_error(err, err_cap, "out of memory");
