@@ -440,6 +440,19 @@ impl Store {
         Ok(epoch)
     }
 
+    /// The database itself, for the backup (`crate::backup`), which reads and writes every
+    /// record as it is.
+    #[allow(dead_code)] // used by the backup (next commit)
+    pub(crate) fn database(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Makes everything written so far durable (flush and fsync).
+    #[allow(dead_code)] // used by the backup (next commit)
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.make_durable()
+    }
+
     /// Records that the log holds at least `last_seq` durable events (see the module docs).
     pub fn record_witness(&self, last_seq: u64) -> Result<(), StoreError> {
         write_small_file(
