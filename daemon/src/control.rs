@@ -9,6 +9,8 @@
 //! - `{"op":"devices"}` (health of every configured device)
 //! - `{"op":"events","from_seq":1,"limit":100}` (the durable log, at most 10,000 per request)
 //! - `{"op":"sync"}` (the MQTT booking sync: connection, counters, per-day counts and digests)
+//! - `{"op":"backup"}` (writes a consistent backup into `<data_dir>/backups/`, between two
+//!   commits; answers its path and summary: `leitsystemd backup FILE` copies it out)
 //!
 //! Response, one line: `{"ok":true,...}` or `{"ok":false,"error":{"code":..,"message":..}}`.
 
@@ -62,6 +64,8 @@ pub enum ControlRequest {
     },
     /// The booking sync's state and the appliance's per-day booking counts and digests.
     Sync,
+    /// Write a backup of the store into the data directory (see [`crate::backup`]).
+    Backup,
 }
 
 /// Most log entries one `events` request returns.
@@ -128,6 +132,9 @@ pub struct ControlResponse {
     /// Problems found by `verify` (empty when consistent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
+    /// The backup written by `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSummary>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ControlError>,
@@ -144,6 +151,7 @@ impl ControlResponse {
             events: None,
             sync: None,
             problems: None,
+            backup: None,
             error: Some(ControlError {
                 code: code.to_string(),
                 message: message.into(),
@@ -162,6 +170,7 @@ impl ControlResponse {
             events: None,
             sync: None,
             problems: None,
+            backup: None,
             error: None,
         }
     }
@@ -392,6 +401,13 @@ async fn handle_line(
                         .map(|(day, (count, digest))| (day.to_string(), DayView { count, digest }))
                         .collect(),
                 }),
+                ..ControlResponse::success()
+            },
+            Err(e) => ControlResponse::error(e.code(), e.to_string()),
+        },
+        ControlRequest::Backup => match engine.backup().await {
+            Ok(summary) => ControlResponse {
+                backup: Some(summary),
                 ..ControlResponse::success()
             },
             Err(e) => ControlResponse::error(e.code(), e.to_string()),

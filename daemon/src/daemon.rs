@@ -82,6 +82,9 @@ enum EngineMessage {
     Verify {
         reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
+    Backup {
+        reply: oneshot::Sender<Result<crate::backup::BackupSummary, String>>,
+    },
     Events {
         from_seq: u64,
         limit: u32,
@@ -239,6 +242,14 @@ impl EngineHandle {
     ) -> Result<PersonalByBooking, ExecuteError> {
         self.ask(|reply| EngineMessage::Personal { bookings, reply })
             .await
+    }
+
+    /// Writes a backup of the store into `<data_dir>/backups/` between two commits: every
+    /// command acknowledged before this call is in it.
+    pub async fn backup(&self) -> Result<crate::backup::BackupSummary, ExecuteError> {
+        self.ask(|reply| EngineMessage::Backup { reply })
+            .await?
+            .map_err(ExecuteError::Storage)
     }
 
     /// Replays the log and compares it with the views and the live state.
@@ -564,6 +575,25 @@ fn engine_loop(
                 }
                 EngineMessage::Verify { reply } => {
                     let _ = reply.send(verify(&engine, &store));
+                }
+                EngineMessage::Backup { reply } => {
+                    let written = crate::backup::write_backup_in_data_dir(
+                        &store,
+                        &engine.catalog().site_id,
+                        engine.state().last_seq,
+                    );
+                    match &written {
+                        Ok(summary) => tracing::info!(
+                            file = %summary.path.display(),
+                            last_seq = summary.header.last_seq,
+                            records = summary.records,
+                            bytes = summary.bytes,
+                            millis = summary.millis,
+                            "backup written (commands waited this long)"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "backup failed"),
+                    }
+                    let _ = reply.send(written.map_err(|e| e.to_string()));
                 }
                 EngineMessage::Events {
                     from_seq,

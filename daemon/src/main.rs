@@ -94,6 +94,32 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Back up the store to FILE: from the running daemon (over its control socket, between
+    /// two commits, while it keeps serving), else from the stopped appliance's data directory.
+    Backup {
+        /// Where to write the backup (`.lsb`).
+        file: PathBuf,
+        /// Config file (default: the demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup into a stopped appliance, verified before it is moved into place.
+    Restore {
+        /// The backup file (from `leitsystemd backup`).
+        file: PathBuf,
+        /// Config file (default: the demo config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory to restore into (must be empty or absent, unless --replace).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Replace the data directory's current store; it is kept as `<dir>.replaced-<time>`.
+        #[arg(long)]
+        replace: bool,
+    },
     /// The city website, simulated: keys, signed tokens and QR codes, bookings published to
     /// the broker by contract v1 (`daemon/docs/mqtt.md`).
     WebsiteSim {
@@ -551,6 +577,31 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
             verify_offline(cfg, &dir)
         }
+        Cmd::Backup {
+            file,
+            config,
+            data_dir,
+        } => {
+            let cfg = match load_config_or_demo(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => return config_failure(&e),
+            };
+            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+            report(backup_to_file(&cfg, &dir, &file), "backup")
+        }
+        Cmd::Restore {
+            file,
+            config,
+            data_dir,
+            replace,
+        } => {
+            let cfg = match load_config_or_demo(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => return config_failure(&e),
+            };
+            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+            report(restore_from_file(&cfg, &dir, &file, replace), "restore")
+        }
         Cmd::HashPassword => hash_password(),
         Cmd::WebsiteSim { action } => match website_sim(action) {
             Ok(()) => ExitCode::SUCCESS,
@@ -856,6 +907,136 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Prints `Ok`'s line on stdout (exit 0) or the error on stderr (exit 1).
+fn report(result: anyhow::Result<String>, what: &str) -> ExitCode {
+    match result {
+        Ok(line) => {
+            let _ = writeln!(std::io::stdout(), "{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{what}: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `leitsystemd backup`: asks the running daemon for a backup and copies it to `file`, or,
+/// when no daemon answers on the socket, backs up the stopped appliance's store directly.
+/// The copy at `file` is read back and checked before this reports success.
+fn backup_to_file(cfg: &Config, dir: &Path, file: &Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use leitsystem::backup;
+    let socket = cfg.control_socket(dir);
+    let live = match ControlClient::connect(&socket) {
+        Ok(client) => Some(client),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            None
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", socket.display())),
+    };
+    let (summary, how) = if let Some(mut client) = live {
+        let response = client
+            .request(&ControlRequest::Backup)
+            .with_context(|| format!("asking the daemon on {} for a backup", socket.display()))?;
+        let written = match (response.ok, response.backup) {
+            (true, Some(summary)) => summary,
+            _ => anyhow::bail!(
+                "the daemon refused: {}",
+                response.error.map(|e| e.message).unwrap_or_default()
+            ),
+        };
+        copy_durably(&written.path, file)?;
+        let how = format!(
+            "from the running daemon (commands waited {} ms; its copy: {})",
+            written.millis,
+            written.path.display()
+        );
+        (written, how)
+    } else {
+        if !dir.join(leitsystem::store::FORMAT_FILE).is_file() {
+            anyhow::bail!(
+                "no daemon answers on {} and {} holds no store",
+                socket.display(),
+                dir.display()
+            );
+        }
+        let store = leitsystem::store::Store::open(dir, &daemon::store_options(cfg))
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
+        let last_seq = store.last_log_seq()?;
+        let written = backup::write_backup(&store, cfg.site.id.get_ref(), last_seq, file);
+        store.close()?;
+        (written?, "from the stopped appliance's store".to_string())
+    };
+    let check = backup::read_backup(file).context("reading the backup back")?;
+    anyhow::ensure!(
+        check.summary.records == summary.records && check.summary.header == summary.header,
+        "the copy at {} differs from the backup written",
+        file.display()
+    );
+    Ok(format!(
+        "{}: backup of {} up to seq {} ({} records, {} bytes), {how}",
+        file.display(),
+        summary.header.site,
+        summary.header.last_seq,
+        summary.records,
+        summary.bytes
+    ))
+}
+
+/// Copies `from` to `to` through `to.partial`, fsynced, mode 0600.
+fn copy_durably(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut partial_name = to.file_name().unwrap_or_default().to_os_string();
+    partial_name.push(".partial");
+    let partial = to.with_file_name(partial_name);
+    let mut source =
+        std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    std::io::copy(&mut source, &mut out)
+        .and_then(|_| out.sync_all())
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, to).with_context(|| format!("renaming to {}", to.display()))?;
+    Ok(())
+}
+
+/// `leitsystemd restore`.
+fn restore_from_file(
+    cfg: &Config,
+    dir: &Path,
+    file: &Path,
+    replace: bool,
+) -> anyhow::Result<String> {
+    let catalog = std::sync::Arc::new(leitsystem::catalog::Catalog::from_config(cfg)?);
+    let done =
+        leitsystem::backup::restore(file, dir, replace, catalog, &daemon::store_options(cfg))?;
+    let mut line = format!(
+        "{}: restored {} (site {}, taken {}): {} events, verified; new log epoch {}",
+        done.data_dir.display(),
+        file.display(),
+        done.backup.header.site,
+        done.backup.header.created_at,
+        done.events,
+        done.epoch
+    );
+    if let Some(aside) = done.replaced {
+        line.push_str(&format!("; the previous data is in {}", aside.display()));
+    }
+    Ok(line)
 }
 
 fn verify_offline(config: Config, dir: &Path) -> ExitCode {

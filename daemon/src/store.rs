@@ -440,16 +440,47 @@ impl Store {
         Ok(epoch)
     }
 
-    /// The database itself, for the backup (`crate::backup`), which reads and writes every
-    /// record as it is.
-    #[allow(dead_code)] // used by the backup (next commit)
-    pub(crate) fn database(&self) -> &sled::Db {
-        &self.db
+    /// Calls `f` with every record of the store (key, value) in key order; returns how many.
+    /// Used by the backup ([`crate::backup`]), on the engine thread between two commits, so
+    /// the records are one consistent state.
+    pub fn for_each_record<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut count = 0u64;
+        for entry in self.db.iter() {
+            let (key, value) = entry.map_err(|source| StoreError::Database {
+                dir: self.dir.clone(),
+                source,
+            })?;
+            f(&key, &value)?;
+            count += 1;
+        }
+        Ok(count)
     }
 
-    /// Makes everything written so far durable (flush and fsync).
-    #[allow(dead_code)] // used by the backup (next commit)
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+    /// Writes a backup's records into this new, empty store (one atomic batch, then durable).
+    /// The store keeps its own log epoch (`m/epoch`): a restored log is a new history from the
+    /// backup's last seq on (see `daemon/docs/mqtt.md`). Refused when the store holds events.
+    pub fn import_records(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        if self.last_log_seq()? != 0 {
+            return Err(StoreError::Corrupt {
+                dir: self.dir.clone(),
+                reason: "a backup is only restored into a new, empty store".to_string(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            if key.as_slice() != b"m/epoch" {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|source| StoreError::Database {
+                dir: self.dir.clone(),
+                source,
+            })?;
         self.make_durable()
     }
 
@@ -898,6 +929,16 @@ fn describe_difference(expected: &[FileSum], found: &[FileSum]) -> String {
 }
 
 /// Takes an exclusive `flock` on `path` (the lock sled uses), retrying up to `wait`.
+/// Fails with [`StoreError::Locked`] when a process (a running daemon) holds the store in
+/// `dir`; Ok when nobody does or there is no store. Changes nothing.
+pub fn ensure_unused(dir: &Path) -> Result<(), StoreError> {
+    let db = dir.join(STORE_DIR).join("db");
+    if !db.is_file() {
+        return Ok(());
+    }
+    lock_with_retry(&db, dir, Duration::ZERO).map(drop)
+}
+
 fn lock_with_retry(path: &Path, dir: &Path, wait: Duration) -> Result<File, StoreError> {
     use std::os::unix::io::AsRawFd;
     let file = File::open(path).map_err(io_err(path))?;
