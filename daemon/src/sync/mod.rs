@@ -295,10 +295,11 @@ pub fn start(
     let cursor = outbox::Cursor::in_dir(data_dir, engine.log_epoch());
     let mut acked = cursor.load().map_err(anyhow::Error::msg)?;
     if acked > engine.last_seq() {
-        // The store is older than the cursor (a store restored from a backup without its
+        // The store is older than the cursor (an old copy of the data directory put back by
+        // hand; `leitsystemd restore` gives the store a new epoch instead, which resets the
         // cursor): events from the log's end on go out, else new ones would wait until the
         // log passed the old cursor. Their seqs up to the old cursor were seen under this
-        // epoch before the restore, so a website following the contract drops those.
+        // epoch before, so a website following the contract drops those.
         tracing::warn!(
             cursor = acked,
             last_seq = engine.last_seq(),
