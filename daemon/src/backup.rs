@@ -483,7 +483,14 @@ pub fn restore(
             std::fs::remove_dir(data_dir).map_err(io_err(data_dir))?;
         }
     }
-    std::fs::rename(&staging, data_dir).map_err(io_err(data_dir))?;
+    if let Err(e) = std::fs::rename(&staging, data_dir) {
+        // Put the previous data back rather than leave no data directory at all.
+        if let Some(aside) = &replaced {
+            let _ = std::fs::rename(aside, data_dir);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(io_err(data_dir)(e));
+    }
     File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(io_err(parent))?;

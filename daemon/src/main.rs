@@ -570,11 +570,10 @@ fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Cmd::Verify { config, data_dir } => {
-            let cfg = match load_config_or_demo(config.as_deref()) {
-                Ok(cfg) => cfg,
-                Err(e) => return config_failure(&e),
+            let (cfg, dir) = match config_and_dir(config.as_deref(), data_dir) {
+                Ok(found) => found,
+                Err(code) => return code,
             };
-            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
             verify_offline(cfg, &dir)
         }
         Cmd::Backup {
@@ -582,11 +581,10 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => {
-            let cfg = match load_config_or_demo(config.as_deref()) {
-                Ok(cfg) => cfg,
-                Err(e) => return config_failure(&e),
+            let (cfg, dir) = match config_and_dir(config.as_deref(), data_dir) {
+                Ok(found) => found,
+                Err(code) => return code,
             };
-            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
             report(backup_to_file(&cfg, &dir, &file), "backup")
         }
         Cmd::Restore {
@@ -595,11 +593,10 @@ fn main() -> ExitCode {
             data_dir,
             replace,
         } => {
-            let cfg = match load_config_or_demo(config.as_deref()) {
-                Ok(cfg) => cfg,
-                Err(e) => return config_failure(&e),
+            let (cfg, dir) = match config_and_dir(config.as_deref(), data_dir) {
+                Ok(found) => found,
+                Err(code) => return code,
             };
-            let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
             report(restore_from_file(&cfg, &dir, &file, replace), "restore")
         }
         Cmd::HashPassword => hash_password(),
@@ -907,6 +904,17 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The config (or the demo's) and the data directory (`--data-dir`, else the config's);
+/// `Err` is the exit code after the config's errors were printed.
+fn config_and_dir(
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+) -> Result<(Config, PathBuf), ExitCode> {
+    let cfg = load_config_or_demo(config).map_err(|e| config_failure(&e))?;
+    let dir = data_dir.unwrap_or_else(|| default_dir(&cfg, config.is_some()));
+    Ok((cfg, dir))
 }
 
 /// Prints `Ok`'s line on stdout (exit 0) or the error on stderr (exit 1).

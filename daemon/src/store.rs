@@ -475,6 +475,12 @@ impl Store {
                 batch.insert(key.as_slice(), value.as_slice());
             }
         }
+        self.apply_durably(batch)
+    }
+
+    /// Applies `batch` atomically and makes it durable: the one write path of commits and of
+    /// a restored backup.
+    fn apply_durably(&self, batch: sled::Batch) -> Result<(), StoreError> {
         self.db
             .apply_batch(batch)
             .map_err(|source| StoreError::Database {
@@ -741,13 +747,7 @@ impl Store {
             batch.insert(format!("p/{booking}").as_bytes(), json(&record));
         }
         batch.insert(b"m/meta".as_slice(), json(&commit.meta));
-        self.db
-            .apply_batch(batch)
-            .map_err(|source| StoreError::Database {
-                dir: self.dir.clone(),
-                source,
-            })?;
-        self.make_durable()
+        self.apply_durably(batch)
     }
 
     /// Flushes sled and fsyncs what sled's flush leaves volatile (see the module docs).

@@ -29,6 +29,29 @@ fn leitsystemd(args: &[&str]) -> anyhow::Result<std::process::Output> {
         .context("running leitsystemd")
 }
 
+/// `leitsystemd <command> --config CONFIG --data-dir DATA [extra...] [FILE]`, as the admin
+/// types it.
+fn admin(
+    config: &Path,
+    command: &str,
+    data: &Path,
+    extra: &[&str],
+    file: Option<&Path>,
+) -> anyhow::Result<std::process::Output> {
+    let mut args = vec![
+        command,
+        "--config",
+        path(config)?,
+        "--data-dir",
+        path(data)?,
+    ];
+    args.extend_from_slice(extra);
+    if let Some(file) = file {
+        args.push(path(file)?);
+    }
+    leitsystemd(&args)
+}
+
 fn text(output: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -55,7 +78,6 @@ fn a_backup_under_load_restores_every_acknowledged_command() -> anyhow::Result<(
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let config = write_demo_config(dir.path(), &data)?;
-    let config_arg = path(&config)?;
     let daemon = Daemon::start(&config, &data, &[])?;
 
     // Phase 1: a mixed load (walk-ins, check-ins, calls, ...), all acknowledged before the
@@ -77,14 +99,7 @@ fn a_backup_under_load_restores_every_acknowledged_command() -> anyhow::Result<(
     let load_thread = std::thread::spawn(move || during_load.drive(&mut client, &stop_load, 5_000));
     std::thread::sleep(std::time::Duration::from_millis(150));
     let file = dir.path().join("rathaus.lsb");
-    let backup = leitsystemd(&[
-        "backup",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&data)?,
-        path(&file)?,
-    ])?;
+    let backup = admin(&config, "backup", &data, &[], Some(&file))?;
     std::thread::sleep(std::time::Duration::from_millis(150));
     stop.store(true, Ordering::Relaxed);
     let (during, _) = load_thread
@@ -103,15 +118,7 @@ fn a_backup_under_load_restores_every_acknowledged_command() -> anyhow::Result<(
     let original = all_events(&daemon)?;
 
     // A running daemon's store is never replaced.
-    let refused = leitsystemd(&[
-        "restore",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&data)?,
-        "--replace",
-        path(&file)?,
-    ])?;
+    let refused = admin(&config, "restore", &data, &["--replace"], Some(&file))?;
     ensure!(
         !refused.status.success() && text(&refused).contains("running daemon"),
         "restore over the running daemon's store was not refused: {}",
@@ -121,14 +128,7 @@ fn a_backup_under_load_restores_every_acknowledged_command() -> anyhow::Result<(
 
     // Restore into a new data directory of the stopped appliance, then verify it.
     let restored = dir.path().join("restored");
-    let restore = leitsystemd(&[
-        "restore",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&restored)?,
-        path(&file)?,
-    ])?;
+    let restore = admin(&config, "restore", &restored, &[], Some(&file))?;
     ensure!(
         restore.status.success(),
         "leitsystemd restore failed: {}",
@@ -153,13 +153,7 @@ fn a_backup_under_load_restores_every_acknowledged_command() -> anyhow::Result<(
         "restore did not name the new epoch: {}",
         text(&restore)
     );
-    let verify = leitsystemd(&[
-        "verify",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&restored)?,
-    ])?;
+    let verify = admin(&config, "verify", &restored, &[], None)?;
     ensure!(
         verify.status.success() && text(&verify).contains("consistent"),
         "leitsystemd verify on the restored store: {}",
@@ -214,21 +208,13 @@ fn a_damaged_backup_or_a_used_target_is_refused_and_nothing_changes() -> anyhow:
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let config = write_demo_config(dir.path(), &data)?;
-    let config_arg = path(&config)?;
     let daemon = Daemon::start(&config, &data, &[])?;
     let first = walk_in(&daemon, "meldung")?;
     daemon.terminate()?;
 
     // The stopped appliance is backed up from its store directly.
     let file = dir.path().join("offline.lsb");
-    let backup = leitsystemd(&[
-        "backup",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&data)?,
-        path(&file)?,
-    ])?;
+    let backup = admin(&config, "backup", &data, &[], Some(&file))?;
     ensure!(
         backup.status.success() && text(&backup).contains("stopped appliance"),
         "offline backup: {}",
@@ -242,14 +228,7 @@ fn a_damaged_backup_or_a_used_target_is_refused_and_nothing_changes() -> anyhow:
     let damaged = dir.path().join("damaged.lsb");
     std::fs::write(&damaged, &bytes)?;
     let target = dir.path().join("target");
-    let out = leitsystemd(&[
-        "restore",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&target)?,
-        path(&damaged)?,
-    ])?;
+    let out = admin(&config, "restore", &target, &[], Some(&damaged))?;
     ensure!(
         !out.status.success() && text(&out).contains("checksum"),
         "a damaged backup was not refused by its checksum: {}",
@@ -262,28 +241,13 @@ fn a_damaged_backup_or_a_used_target_is_refused_and_nothing_changes() -> anyhow:
     );
 
     // A non-empty data directory is only replaced on request, and then kept aside.
-    let out = leitsystemd(&[
-        "restore",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&data)?,
-        path(&file)?,
-    ])?;
+    let out = admin(&config, "restore", &data, &[], Some(&file))?;
     ensure!(
         !out.status.success() && text(&out).contains("--replace"),
         "restore into a used data directory without --replace: {}",
         text(&out)
     );
-    let out = leitsystemd(&[
-        "restore",
-        "--config",
-        config_arg,
-        "--data-dir",
-        path(&data)?,
-        "--replace",
-        path(&file)?,
-    ])?;
+    let out = admin(&config, "restore", &data, &["--replace"], Some(&file))?;
     ensure!(out.status.success(), "restore --replace: {}", text(&out));
     let kept = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok())
