@@ -87,7 +87,8 @@ fn main() -> BenchResult {
         .build()?;
     let (engine, store) = open_engine(catalog.clone(), &data, &options)?;
     let fatal = CancellationToken::new();
-    let (handle, thread) = spawn_engine(engine, store, Arc::new(SystemClock), fatal)?;
+    let gate = leitsystem::clock::DayGate::open(catalog.calendar.clone());
+    let (handle, thread) = spawn_engine(engine, store, Arc::new(SystemClock), gate, fatal)?;
     let (seq_rate, seq_lat) = runtime.block_on(drive(&handle, commands, 1))?;
     let (par_rate, par_lat) = runtime.block_on(drive(&handle, commands * 4, 16))?;
     drop(handle);

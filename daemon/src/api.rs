@@ -260,6 +260,10 @@ fn too_many(code: &str, wait: Duration, message: &str) -> warp::reply::Response 
 fn execute_error(e: &ExecuteError, catalog: &Catalog) -> warp::reply::Response {
     let status = match e {
         ExecuteError::Rejected(r) if r.code().starts_with("unknown_") => StatusCode::NOT_FOUND,
+        // Not the request's fault, and it works once the clock is synchronised.
+        ExecuteError::Rejected(CommandError::ClockUnsynchronised { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ExecuteError::Rejected(_) => StatusCode::CONFLICT,
         ExecuteError::Storage(_) | ExecuteError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     };
@@ -378,6 +382,14 @@ pub fn refusal_text(e: &ExecuteError, catalog: &Catalog) -> (String, String) {
             "Diese Anfrage wurde schon für etwas anderes benutzt – bitte die Seite neu laden."
                 .into(),
             "This request was already used for something else – please reload the page.".into(),
+        ),
+        CommandError::ClockUnsynchronised { .. } => (
+            "Der Tag ist noch nicht gestartet: Die Uhrzeit ist nicht synchronisiert. Bitte die \
+             Verwaltung informieren (Uhrzeit auf /admin bestätigen)."
+                .into(),
+            "The day has not started: the clock is not synchronised. Please tell the \
+             administrator (confirm the time on /admin)."
+                .into(),
         ),
         other => (format!("Abgelehnt: {other}"), format!("Refused: {other}")),
     }
@@ -704,7 +716,11 @@ pub async fn handle(
         "/clock" => match ctx.engine.state_view().await {
             Ok(view) => json_reply(
                 StatusCode::OK,
-                &crate::clock::hold_json(&ctx.api.catalog.calendar, view.clock_hold.as_ref()),
+                &crate::clock::clock_json(
+                    &ctx.api.catalog.calendar,
+                    view.clock_hold.as_ref(),
+                    view.clock_wait.as_ref(),
+                ),
             ),
             Err(_) => unavailable(),
         },

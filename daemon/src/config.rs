@@ -42,6 +42,9 @@ pub struct Config {
     /// The durable store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// When a service day may start on the system clock's word.
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// Departments with public traffic.
     #[serde(rename = "department", default)]
     pub departments: Vec<DepartmentConfig>,
@@ -399,6 +402,38 @@ impl Default for PolicyConfig {
 pub struct ControlConfig {
     /// Unix socket path; default `<data_dir>/control.sock`.
     pub socket: Option<PathBuf>,
+}
+
+/// `[clock]`: whether a service day needs a synchronised system clock to start.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// Start a service day (the first after start-up too) only on a synchronised clock, or
+    /// after an admin confirmed the time (`/admin`, `leitsystemd ctl confirm-clock`). Until
+    /// then every command is refused and bookings wait at the broker. Off by default (the
+    /// demo); the packaged config turns it on.
+    pub require_synchronised: bool,
+    /// How "synchronised" is known: the path of a file that exists once it is (default:
+    /// systemd-timesyncd's `/run/systemd/timesync/synchronized`), or `kernel` for the
+    /// kernel's NTP status (needs `ProtectClock=no` and `SystemCallFilter=adjtimex` in the unit).
+    pub synchronised_when: Option<Spanned<String>>,
+}
+
+impl ClockConfig {
+    /// The sync source, `None` when no synchronised clock is required.
+    pub fn sync_source(&self) -> Option<crate::clock::SyncSource> {
+        use crate::clock::{SyncSource, TIMESYNCD_FLAG_FILE};
+        if !self.require_synchronised {
+            return None;
+        }
+        Some(
+            match self.synchronised_when.as_ref().map(Spanned::get_ref) {
+                None => SyncSource::FlagFile(PathBuf::from(TIMESYNCD_FLAG_FILE)),
+                Some(text) if text == "kernel" => SyncSource::Kernel,
+                Some(path) => SyncSource::FlagFile(PathBuf::from(path)),
+            },
+        )
+    }
 }
 
 /// `[store]`: settings of the durable store.
@@ -790,6 +825,20 @@ fn validate(config: &Config) -> Vec<Problem> {
     }
     if site.data_dir.as_os_str().is_empty() {
         out.push((0..0, "site.data_dir must not be empty".to_string()));
+    }
+
+    if let Some(when) = &config.clock.synchronised_when {
+        let text = when.get_ref();
+        if text != "kernel" && !Path::new(text).is_absolute() {
+            out.push((
+                when.span(),
+                format!(
+                    "clock.synchronised_when '{text}' must be \"kernel\" or an absolute path \
+                     (e.g. {})",
+                    crate::clock::TIMESYNCD_FLAG_FILE
+                ),
+            ));
+        }
     }
 
     let p = &config.policy;

@@ -104,6 +104,9 @@ pub struct StateView {
     /// A wall-clock jump the engine does not follow until an admin confirms it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_hold: Option<crate::clock::ClockHold>,
+    /// The service day waiting for a synchronised clock (or an admin's confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_wait: Option<crate::clock::ClockWait>,
 }
 
 /// A response on the control socket.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
-use crate::clock::{Clock, ClockGuard, MINUTE, SystemClock};
+use crate::clock::{Clock, ClockGuard, ClockWait, DayGate, MINUTE, SystemClock};
 use crate::config::Config;
 use crate::control::{self, StateView};
 use crate::domain::{Command, CommandError, CommandRequest, EventRecord};
@@ -124,9 +124,18 @@ pub struct EngineHandle {
     last_seq: Arc<std::sync::atomic::AtomicU64>,
     /// The log's epoch ([`crate::store::Store::log_epoch`]).
     log_epoch: Arc<str>,
+    /// The service day waiting for a synchronised clock ([`DayGate`]), as the engine thread
+    /// last saw it.
+    clock_wait: tokio::sync::watch::Receiver<Option<ClockWait>>,
 }
 
 impl EngineHandle {
+    /// Watches the service day waiting for a synchronised clock: `Some` while commands are
+    /// refused for it, `None` once the day runs.
+    pub fn clock_wait(&self) -> tokio::sync::watch::Receiver<Option<ClockWait>> {
+        self.clock_wait.clone()
+    }
+
     /// Receives every event once it is durable, in log order (for derived outputs: printers,
     /// displays, later the web and MQTT).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<EventRecord>> {
@@ -426,14 +435,17 @@ pub fn store_options(config: &Config) -> StoreOptions {
 }
 
 /// Starts the engine thread; returns its handle and the thread (which ends when every handle
-/// is dropped, after answering what was queued).
+/// is dropped, after answering what was queued). `gate` decides whether a service day may
+/// start on the clock's word ([`DayGate::open`]: always).
 pub fn spawn_engine(
     engine: Engine,
     store: Store,
     clock: Arc<dyn Clock>,
+    gate: DayGate,
     fatal: CancellationToken,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (clock_wait_tx, clock_wait) = tokio::sync::watch::channel(None);
     let (events, _) = tokio::sync::broadcast::channel(EVENT_BROADCAST_CAPACITY);
     let committed = events.clone();
     let last_seq = Arc::new(std::sync::atomic::AtomicU64::new(engine.state().last_seq));
@@ -444,6 +456,11 @@ pub fn spawn_engine(
         .spawn(move || {
             let on_panic = fatal.clone();
             let run = std::panic::AssertUnwindSafe(|| {
+                let clock = EngineClock {
+                    clock,
+                    gate,
+                    waits: clock_wait_tx,
+                };
                 engine_loop(engine, store, clock, rx, fatal, committed, durable_seq)
             });
             if std::panic::catch_unwind(run).is_err() {
@@ -457,15 +474,24 @@ pub fn spawn_engine(
             events,
             last_seq,
             log_epoch,
+            clock_wait,
         },
         thread,
     ))
 }
 
+/// The engine thread's time: the clock it reads, the gate of the service day, and where the
+/// gate's wait is published.
+struct EngineClock {
+    clock: Arc<dyn Clock>,
+    gate: DayGate,
+    waits: tokio::sync::watch::Sender<Option<ClockWait>>,
+}
+
 fn engine_loop(
     mut engine: Engine,
     store: Store,
-    clock: Arc<dyn Clock>,
+    mut clock: EngineClock,
     mut rx: mpsc::Receiver<EngineMessage>,
     fatal: CancellationToken,
     committed: tokio::sync::broadcast::Sender<Arc<EventRecord>>,
@@ -477,6 +503,12 @@ fn engine_loop(
         engine.catalog().policy.clock_jump,
         engine.catalog().calendar.clone(),
     );
+    // Ask the gate once at start, so /healthz, /admin and the sync know at once whether the
+    // day waits for the clock (it is asked again by every command).
+    let started_at = guard.engine_time(clock.clock.now(), std::time::Instant::now());
+    if clock.gate.admit(started_at).is_err() {
+        clock.waits.send_replace(clock.gate.waiting().cloned());
+    }
     while let Some(first) = rx.blocking_recv() {
         let weight = |m: &EngineMessage| match m {
             EngineMessage::ExecuteMany { requests, .. } => requests.len().max(1),
@@ -498,7 +530,7 @@ fn engine_loop(
         for message in batch.drain(..) {
             match message {
                 EngineMessage::Execute { request, reply } => {
-                    let result = match time_for(&mut guard, clock.as_ref(), &request) {
+                    let result = match time_for(&mut guard, &mut clock, &request) {
                         Ok(now) => execute_logged(&mut engine, &request, now, false),
                         Err(refused) => Err(refused.into()),
                     };
@@ -507,12 +539,10 @@ fn engine_loop(
                 EngineMessage::ExecuteMany { requests, reply } => {
                     let results: Vec<ExecuteResult> = requests
                         .iter()
-                        .map(
-                            |request| match time_for(&mut guard, clock.as_ref(), request) {
-                                Ok(now) => execute_logged(&mut engine, request, now, true),
-                                Err(refused) => Err(refused.into()),
-                            },
-                        )
+                        .map(|request| match time_for(&mut guard, &mut clock, request) {
+                            Ok(now) => execute_logged(&mut engine, request, now, true),
+                            Err(refused) => Err(refused.into()),
+                        })
                         .collect();
                     tracing::debug!(
                         commands = results.len(),
@@ -524,6 +554,12 @@ fn engine_loop(
                 other => queries.push(other),
             }
         }
+        let waiting = clock.gate.waiting().cloned();
+        clock.waits.send_if_modified(|published| {
+            let changed = *published != waiting;
+            *published = waiting;
+            changed
+        });
         let pending = engine.take_pending();
         if !pending.is_empty() {
             if let Err(e) = store.commit(&pending) {
@@ -563,6 +599,7 @@ fn engine_loop(
                 EngineMessage::State { reply } => {
                     let mut view = state_view(&engine);
                     view.clock_hold = guard.hold().cloned();
+                    view.clock_wait = clock.gate.waiting().cloned();
                     let _ = reply.send(view);
                 }
                 EngineMessage::Queues { reply } => {
@@ -636,22 +673,48 @@ fn engine_loop(
     }
 }
 
-/// The time to execute `request` at: the guard's engine time; a `confirm_clock` first ends
-/// the guard's hold (refused when nothing is held).
+/// The time to execute `request` at: the guard's engine time, once the day gate admits it.
+/// A `confirm_clock` first ends the guard's hold and then the gate's wait (refused when
+/// neither is there).
 fn time_for(
     guard: &mut ClockGuard,
-    clock: &dyn Clock,
+    clock: &mut EngineClock,
     request: &CommandRequest,
 ) -> Result<crate::clock::Millis, CommandError> {
-    if matches!(request.command, Command::ConfirmClock) {
-        let hold = guard.confirm().ok_or(CommandError::NoClockJump)?;
-        tracing::warn!(
-            by = %request.source,
-            offset_seconds = hold.offset_seconds(),
-            "the new wall-clock time was confirmed; the engine follows it"
-        );
+    let confirming = matches!(request.command, Command::ConfirmClock);
+    let mut confirmed = false;
+    if confirming {
+        if let Some(hold) = guard.confirm() {
+            tracing::warn!(
+                by = %request.source,
+                offset_seconds = hold.offset_seconds(),
+                "the new wall-clock time was confirmed; the engine follows it"
+            );
+            confirmed = true;
+        }
     }
-    Ok(guard.engine_time(clock.now(), std::time::Instant::now()))
+    let now = guard.engine_time(clock.clock.now(), std::time::Instant::now());
+    if confirming {
+        if let Some(wait) = clock.gate.confirm(now) {
+            tracing::warn!(
+                by = %request.source,
+                day = %wait.day,
+                reason = %wait.reason,
+                "the clock's time was confirmed by hand; the service day starts unsynchronised"
+            );
+            confirmed = true;
+        }
+        if !confirmed {
+            return Err(CommandError::NoClockJump);
+        }
+    }
+    clock
+        .gate
+        .admit(now)
+        .map_err(|wait| CommandError::ClockUnsynchronised {
+            reason: wait.reason,
+        })?;
+    Ok(now)
 }
 
 /// An outcome waiting for its commit.
@@ -758,6 +821,7 @@ fn state_view_without_tickets(engine: &Engine) -> StateView {
         tickets: Vec::new(),
         alarms: state.alarms.clone(),
         clock_hold: None,
+        clock_wait: None,
         desks: state.desks.values().cloned().collect(),
         waiting: engine
             .catalog()
@@ -803,29 +867,46 @@ pub fn verify(engine: &Engine, store: &Store) -> Result<Vec<String>, String> {
 }
 
 /// Sends a `tick` at every local midnight (and at least every minute), so a service day closes
-/// even when nobody uses the system.
+/// even when nobody uses the system; every few seconds while a day waits for a synchronised
+/// clock, so it starts soon after the sync.
 async fn scheduler(engine: EngineHandle, catalog: Arc<Catalog>, shutdown: CancellationToken) {
     let clock = SystemClock;
+    let mut clock_wait = engine.clock_wait();
     loop {
         let now = clock.now();
         let today = catalog.calendar.day_of(now);
         let until_midnight = catalog.calendar.start_of_next_day(today) - now;
-        let wait =
-            Duration::from_millis(u64::try_from(until_midnight.clamp(1, MINUTE)).unwrap_or(1));
+        let waiting = clock_wait.borrow_and_update().is_some();
+        let most = if waiting { CLOCK_SYNC_POLL } else { MINUTE };
+        let wait = Duration::from_millis(u64::try_from(until_midnight.clamp(1, most)).unwrap_or(1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            // A day that begins to wait (seen by any command) is polled from then on, not
+            // after the minute already begun. While waiting, only the poll matters.
+            changed = clock_wait.changed(), if !waiting => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
         }
         let request = CommandRequest {
             request_id: None,
             source: "scheduler".to_string(),
             command: Command::Tick,
         };
-        if let Err(e) = engine.execute(request).await {
-            tracing::warn!(error = %e, "scheduler tick failed");
+        match engine.execute(request).await {
+            // The gate logged the wait once; /admin and /healthz show it.
+            Err(ExecuteError::Rejected(CommandError::ClockUnsynchronised { .. })) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler tick failed"),
+            Ok(_) => {}
         }
     }
 }
+
+/// How often a service day waiting for a synchronised clock asks again (ms).
+const CLOCK_SYNC_POLL: crate::clock::Millis = 5_000;
 
 /// Where the daemon keeps its data, with `--data-dir` taking precedence over the config.
 pub fn data_dir(config: &Config, override_dir: Option<&Path>) -> PathBuf {
@@ -880,8 +961,19 @@ pub async fn run(
     );
 
     let fatal = CancellationToken::new();
-    let (handle, engine_thread) = spawn_engine(engine, store, Arc::new(SystemClock), fatal.clone())
-        .context("starting the engine thread")?;
+    let gate = match config.clock.sync_source() {
+        Some(source) => {
+            tracing::info!(
+                source = %source.describe(),
+                "a service day starts only on a synchronised clock"
+            );
+            DayGate::requiring(source, catalog.calendar.clone())
+        }
+        None => DayGate::open(catalog.calendar.clone()),
+    };
+    let (handle, engine_thread) =
+        spawn_engine(engine, store, Arc::new(SystemClock), gate, fatal.clone())
+            .context("starting the engine thread")?;
 
     let listener = control::bind(&socket_path)
         .await

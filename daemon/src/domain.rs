@@ -929,8 +929,18 @@ pub enum CommandError {
         request_id: String,
     },
     /// `confirm_clock` while the engine follows the wall clock: there is nothing to confirm.
-    #[error("the clock did not jump: there is nothing to confirm")]
+    #[error("the clock did not jump and no day waits for it: there is nothing to confirm")]
     NoClockJump,
+    /// The service day does not start: the system clock is not synchronised (see
+    /// [`crate::clock::DayGate`]) and no admin confirmed the time.
+    #[error(
+        "the clock is not synchronised, so the service day does not start ({reason}); wait for \
+         the time sync or confirm the time on /admin or with `leitsystemd ctl confirm-clock`"
+    )]
+    ClockUnsynchronised {
+        /// The sync source's answer.
+        reason: String,
+    },
     /// The desk has no parked visitor to resume.
     #[error("no parked visitor at desk '{desk}'")]
     NothingParked {
@@ -1040,6 +1050,7 @@ impl CommandError {
             CommandError::NothingWaiting { .. } => "nothing_waiting",
             CommandError::NothingParked { .. } => "nothing_parked",
             CommandError::NoClockJump => "no_clock_jump",
+            CommandError::ClockUnsynchronised { .. } => "clock_unsynchronised",
             CommandError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             CommandError::ServiceNotServed { .. } => "service_not_served",
             CommandError::BookingCancelled { .. } => "booking_cancelled",

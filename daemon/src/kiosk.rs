@@ -125,6 +125,13 @@ pub fn refusal_text(code: &str) -> (Bilingual, Bilingual) {
             ),
             ask,
         ),
+        "clock_unsynchronised" => (
+            (
+                "Die Anmeldung ist gerade nicht möglich.",
+                "Check-in is not possible right now.",
+            ),
+            ask,
+        ),
         "numbers_exhausted" => (
             (
                 "Heute können keine Nummern mehr vergeben werden.",

@@ -427,8 +427,9 @@ enum CtlAction {
         /// Ticket number.
         ticket: String,
     },
-    /// Accept the wall clock's new time after a jump the daemon held (see `state`'s
-    /// `clock_hold`): the service day then follows the clock again.
+    /// Accept the wall clock's time: after a jump the daemon held (see `state`'s
+    /// `clock_hold`) the service day follows the clock again; a day waiting for a synchronised
+    /// clock (`clock_wait`) starts on the clock as it is.
     ConfirmClock,
     /// Show today's tickets, desks and waits.
     State,

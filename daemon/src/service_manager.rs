@@ -88,10 +88,18 @@ pub async fn heartbeat(engine: EngineHandle, summary: String, stop: Cancellation
                     unanswered = false;
                 }
                 let waiting: u32 = queues.waiting.values().sum();
-                let line = format!(
-                    "Running: {waiting} waiting, {} events; {summary}",
-                    queues.last_seq
-                );
+                let clock_wait = engine.clock_wait().borrow().clone();
+                let line = match clock_wait {
+                    Some(wait) => format!(
+                        "Waiting for a synchronised clock: day {} not started ({}); confirm \
+                         the time on /admin or with `leitsystemd ctl confirm-clock`",
+                        wait.day, wait.reason
+                    ),
+                    None => format!(
+                        "Running: {waiting} waiting, {} events; {summary}",
+                        queues.last_seq
+                    ),
+                };
                 if line != last_status {
                     status(&line);
                     last_status = line;

@@ -753,19 +753,26 @@ async fn healthz(state: WebState) -> impl warp::Reply {
                 .map_or_else(crate::clock::Calendar::berlin, |api| {
                     api.catalog.calendar.clone()
                 });
-            // A held clock jump needs an admin, but the appliance works on: still 200.
-            let status = if view.clock_hold.is_some() {
-                "clock_jump_held"
+            // A held clock jump needs an admin, but the appliance works on: still 200. A day
+            // that does not start for an unsynchronised clock serves nobody: 503.
+            let (status, code) = if view.clock_wait.is_some() {
+                ("clock_unsynchronised", StatusCode::SERVICE_UNAVAILABLE)
+            } else if view.clock_hold.is_some() {
+                ("clock_jump_held", StatusCode::OK)
             } else {
-                "ok"
+                ("ok", StatusCode::OK)
             };
             warp::reply::with_status(
                 warp::reply::json(&serde_json::json!({
                     "status": status,
                     "last_seq": view.last_seq,
-                    "clock": crate::clock::hold_json(&calendar, view.clock_hold.as_ref()),
+                    "clock": crate::clock::clock_json(
+                        &calendar,
+                        view.clock_hold.as_ref(),
+                        view.clock_wait.as_ref(),
+                    ),
                 })),
-                StatusCode::OK,
+                code,
             )
         }
         _ => warp::reply::with_status(

@@ -17,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 /// The real engine thread on a fresh store in `dir`.
 fn engine(dir: &std::path::Path) -> (EngineHandle, std::thread::JoinHandle<()>) {
     let catalog = common::catalog_with(|_| {});
+    let gate = leitsystem::clock::DayGate::open(catalog.calendar.clone());
     let (engine, store) = daemon::open_engine(catalog, dir, &StoreOptions::default())
         .unwrap_or_else(|e| panic!("opening the store: {e}"));
     daemon::spawn_engine(
         engine,
         store,
         Arc::new(SystemClock),
+        gate,
         CancellationToken::new(),
     )
     .unwrap_or_else(|e| panic!("starting the engine thread: {e}"))

@@ -88,6 +88,15 @@
         byId("clock-engine").textContent = clock.body.engine_local;
         byId("clock-engine-en").textContent = clock.body.engine_local;
       }
+      const waiting = clock.body.unsynchronised;
+      byId("sync-section").hidden = !waiting;
+      if (waiting) {
+        byId("sync-day").textContent = waiting.day_local;
+        byId("sync-day-en").textContent = waiting.day_local;
+        byId("sync-wall").textContent = waiting.wall_local;
+        byId("sync-wall-en").textContent = waiting.wall_local;
+        byId("sync-reason").textContent = waiting.reason;
+      }
     }
     document.body.dataset.refreshed = String(Date.now());
   }
@@ -206,11 +215,12 @@
     raiseAlarms([]);
   }
 
-  async function confirmClock() {
-    const button = byId("clock-confirm");
+  // One confirmation for both notices: a held jump and a day waiting for the clock.
+  async function confirmClock(buttonId, messageId) {
+    const button = byId(buttonId);
     button.disabled = true;
     const answer = await api("POST", "/clock/confirm");
-    byId("clock-message").textContent = answer.status === 200 ? ""
+    byId(messageId).textContent = answer.status === 200 ? ""
       : (answer.body && answer.body.message) || ("HTTP " + answer.status);
     button.disabled = false;
     refresh();
@@ -232,7 +242,10 @@
   document.addEventListener("DOMContentLoaded", () => {
     byId("logout").addEventListener("click", logout);
     byId("print").addEventListener("click", () => window.print());
-    byId("clock-confirm").addEventListener("click", confirmClock);
+    byId("clock-confirm").addEventListener("click",
+      () => confirmClock("clock-confirm", "clock-message"));
+    byId("sync-confirm").addEventListener("click",
+      () => confirmClock("sync-confirm", "sync-message"));
     byId("alarm-ack").addEventListener("click", acknowledgeAlarms);
     login(start);
   });

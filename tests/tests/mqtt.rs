@@ -922,3 +922,104 @@ fn username_and_password_sync_and_wrong_ones_are_a_clear_error() -> anyhow::Resu
     syncs_bookings(&s)?;
     Ok(())
 }
+
+/// A service day starts only on a synchronised clock (`[clock] require_synchronised`, here with
+/// the flag file systemd-timesyncd writes): until then a walk-in is refused with the reason,
+/// the website's bookings wait at the broker (none stored, none refused, none lost) and the
+/// sync says so; once the flag exists the day starts and every booking arrives once. After a
+/// restart without the flag (a reboot) the day waits again until an admin confirms the time,
+/// and its numbers go on.
+#[test]
+fn a_day_waits_for_a_synchronised_clock_and_loses_no_booking_meanwhile() -> anyhow::Result<()> {
+    let s = setup()?;
+    let flag = s._dir.path().join("synchronized");
+    let text = std::fs::read_to_string(&s.config)?.replace(
+        "[clock]\nrequire_synchronised = false\n",
+        &format!(
+            "[clock]\nrequire_synchronised = true\nsynchronised_when = \"{}\"\n",
+            flag.display()
+        ),
+    );
+    assert!(
+        text.contains("require_synchronised = true"),
+        "the demo config has no [clock] section to turn on"
+    );
+    std::fs::write(&s.config, text)?;
+    let state = |daemon: &Daemon| -> anyhow::Result<leitsystem::control::StateView> {
+        request(daemon, &ControlRequest::State)?
+            .state
+            .context("no state in the answer")
+    };
+    let daemon = s.start()?;
+    wait_for("the connection", Duration::from_secs(20), || {
+        Ok(sync_view(&daemon)?.state.connected.then_some(()))
+    })
+    .with_context(|| daemon.log_tail())?;
+
+    let refused = walk_in(&daemon, "ausweis")
+        .err()
+        .context("a walk-in was accepted on an unsynchronised clock")?;
+    assert!(
+        refused.to_string().contains("clock_unsynchronised"),
+        "{refused}"
+    );
+    let wait = state(&daemon)?
+        .clock_wait
+        .context("no clock_wait in the state")?;
+    assert!(
+        wait.reason.contains(&flag.display().to_string()),
+        "{wait:?}"
+    );
+
+    s.publish(30, 2)?;
+    let waiting = wait_for("the bookings to wait", Duration::from_secs(20), || {
+        let view = sync_view(&daemon)?;
+        Ok(view.state.waiting_for_clock.then_some(view))
+    })
+    .with_context(|| daemon.log_tail())?;
+    assert_eq!(
+        waiting.state.bookings_refused + waiting.state.malformed,
+        0,
+        "{waiting:#?}"
+    );
+    assert!(
+        all_events(&daemon)?.is_empty(),
+        "something was stored before the day started"
+    );
+
+    std::fs::write(&flag, "")?;
+    wait_in_sync(&daemon, &s.state, Duration::from_secs(30))?;
+    let view = wait_for("the sync to stop waiting", Duration::from_secs(10), || {
+        let view = sync_view(&daemon)?;
+        Ok((!view.state.waiting_for_clock).then_some(view))
+    })?;
+    assert_eq!(
+        view.state.bookings_refused + view.state.malformed,
+        0,
+        "{view:#?}"
+    );
+    assert_eq!(assert_once_per_version(&all_events(&daemon)?)?, 30);
+    assert_eq!(walk_in(&daemon, "ausweis")?, "A-001");
+    assert!(state(&daemon)?.clock_wait.is_none());
+    daemon.terminate()?;
+
+    // A reboot: the flag is gone (it lives in /run), the day waits again.
+    std::fs::remove_file(&flag)?;
+    let daemon = s.start()?;
+    let refused = walk_in(&daemon, "ausweis")
+        .err()
+        .context("a walk-in was accepted after a restart on an unsynchronised clock")?;
+    assert!(
+        refused.to_string().contains("clock_unsynchronised"),
+        "{refused}"
+    );
+    execute(&daemon, Command::ConfirmClock)?;
+    assert_eq!(walk_in(&daemon, "ausweis")?, "A-002", "the day goes on");
+    assert!(state(&daemon)?.clock_wait.is_none());
+    let refused = execute(&daemon, Command::ConfirmClock)
+        .err()
+        .context("a second confirmation was accepted")?;
+    assert!(refused.to_string().contains("no_clock_jump"), "{refused}");
+    daemon.terminate()?;
+    Ok(())
+}

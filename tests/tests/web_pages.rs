@@ -348,6 +348,86 @@ fn a_clock_jump_is_held_until_an_admin_confirms_it_and_a_jump_back_undoes_itself
     Ok(())
 }
 
+/// `[clock] require_synchronised` on a clock that is not synchronised (the flag file of
+/// systemd-timesyncd is missing): the day does not start. A scan is refused on the kiosk in
+/// plain words, `/healthz` answers 503 `clock_unsynchronised` with the reason, and /admin
+/// shows the notice with the system clock's time; the admin's "start the day" there makes
+/// the day run (a walk-in gets A-001) and the notice go.
+#[test]
+fn an_unsynchronised_clock_keeps_the_day_closed_until_the_admin_starts_it_on_the_admin_page()
+-> anyhow::Result<()> {
+    let flag_dir = tempfile::tempdir()?;
+    let flag = flag_dir.path().join("synchronized");
+    let site = start(|t| {
+        t.replace(
+            "[clock]\nrequire_synchronised = false\n",
+            &format!(
+                "[clock]\nrequire_synchronised = true\nsynchronised_when = \"{}\"\n",
+                flag.display()
+            ),
+        )
+    })?;
+    let (url, daemon) = (&site.url, &site.daemon);
+    let healthz = http(url, "GET", "/healthz", &[], None)?;
+    assert_eq!(healthz.status, 503, "{}", healthz.body);
+    let health = healthz.json()?;
+    assert_eq!(health["status"], "clock_unsynchronised", "{health}");
+    let reason = health["clock"]["unsynchronised"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains(&flag.display().to_string()), "{health}");
+
+    let out = artifacts("web")?;
+    let mut browser = Browser::start()?;
+    browser.use_page("kiosk");
+    browser.open(&format!("{url}/kiosk"), 1280, 800)?;
+    browser.wait_text("#services", "ID card", 5_000)?;
+    device_line(site.scanner, "DEMO-1")?;
+    browser.wait_text(
+        "#result-headline",
+        "Die Anmeldung ist gerade nicht möglich",
+        3_000,
+    )?;
+    browser.wait_text("#result-advice", "Please ask at the reception desk", 1_000)?;
+
+    browser.use_page("admin");
+    browser.open(&format!("{url}/admin"), 1400, 900)?;
+    log_in_on_page(&mut browser, "chef")?;
+    let today = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::get("Europe/Berlin")?)
+        .date();
+    let today = today.strftime("%d.%m.%Y").to_string();
+    browser.wait_text("#sync-day", &today, 10_000)?;
+    browser.wait_text("#sync-wall", &today, 1_000)?;
+    assert_eq!(
+        browser.eval("document.getElementById('sync-section').hidden")?,
+        false
+    );
+    browser.screenshot(&out.join("admin-clock-unsynchronised.png"))?;
+    assert!(
+        leitsystem_tests::daemon::walk_in(daemon, "ausweis").is_err(),
+        "a walk-in was accepted before the day started"
+    );
+
+    browser.click("#sync-confirm")?;
+    leitsystem_tests::daemon::wait_for(
+        "the page to hide the notice",
+        Duration::from_secs(10),
+        || {
+            let hidden = browser.eval("document.getElementById('sync-section').hidden")?;
+            Ok((hidden == true).then_some(()))
+        },
+    )?;
+    assert_eq!(
+        leitsystem_tests::daemon::walk_in(daemon, "ausweis")?,
+        "A-001"
+    );
+    let healthz = http(url, "GET", "/healthz", &[], None)?;
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+    assert_eq!(healthz.json()?["status"], "ok");
+    Ok(())
+}
+
 /// Today's alarms are a view kept by the engine: an alarm raised at a desk is still listed on
 /// `/api/v1/alarms` after 20,001 later events (the list used to re-read only the last 20,001
 /// log entries) and after a restart.

@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::Catalog;
 use crate::config::MqttConfig;
 use crate::daemon::{EngineHandle, ExecuteError};
-use crate::domain::{BookingInput, Command, CommandRequest, Outcome};
+use crate::domain::{BookingInput, Command, CommandError, CommandRequest, Outcome};
 use contract::{InboundTopic, StatusMessage, Topics};
 
 /// Most inbound publishes handled by one batch (one round of engine commits, then acks).
@@ -111,6 +111,10 @@ pub struct SyncState {
     pub mismatched_days: Vec<String>,
     /// Events the broker acknowledged since start.
     pub events_published: u64,
+    /// Bookings wait unacknowledged at the broker: the service day has not started for an
+    /// unsynchronised clock ([`crate::clock::DayGate`]).
+    #[serde(default)]
+    pub waiting_for_clock: bool,
     /// Highest seq acknowledged with everything before it (persisted).
     pub outbox_cursor: u64,
     /// Events in the log not yet acknowledged.
@@ -877,6 +881,7 @@ async fn process_batch(
     // never acknowledged unstored.
     let mut chunk_items: BTreeMap<tokio::task::Id, Vec<usize>> = BTreeMap::new();
     let mut commands = commands.into_iter().peekable();
+    let mut clock_refused = false;
     loop {
         while running.len() < CHUNKS_IN_FLIGHT && commands.peek().is_some() {
             let mut origin = Vec::with_capacity(CHUNK_COMMANDS);
@@ -921,6 +926,19 @@ async fn process_batch(
         };
         let (mut applied, mut ignored) = (0, 0);
         for ((index, id), result) in origin.into_iter().zip(outcomes) {
+            if matches!(
+                result,
+                Err(ExecuteError::Rejected(
+                    CommandError::ClockUnsynchronised { .. }
+                ))
+            ) {
+                // Not the booking's fault: it is stored once the day starts.
+                if let Some(r) = results.get_mut(index) {
+                    r.failed = true;
+                }
+                clock_refused = true;
+                continue;
+            }
             let Some(r) = results.get_mut(index) else {
                 continue;
             };
@@ -1017,6 +1035,13 @@ async fn process_batch(
         }
     }
     // Messages beyond the command bound of this round are handled again by the next one.
+    if let Some(failed) = failed_at.filter(|_| clock_refused) {
+        // The day waits for a synchronised clock: so do these bookings (unacknowledged, in
+        // order), then they are handled again. The ones after `failed` that were stored are
+        // ignored the second time (same version).
+        wait_for_the_day(ctx).await?;
+        return Some(batch.into_iter().skip(failed).collect());
+    }
     if failed_at.is_some() {
         // Not stored: the daemon is stopping, or the store failed and it restarts. The
         // broker redelivers what was not acknowledged.
@@ -1024,6 +1049,27 @@ async fn process_batch(
         return None;
     }
     Some(batch.into_iter().skip(parsed.len()).collect())
+}
+
+/// Waits until no service day waits for a synchronised clock; `None` when the sync stops.
+async fn wait_for_the_day(ctx: &Ctx) -> Option<()> {
+    let mut clock_wait = ctx.engine.clock_wait();
+    if clock_wait.borrow_and_update().is_some() {
+        tracing::warn!(
+            "bookings from the website wait at the broker until the service day starts (the \
+             clock is not synchronised)"
+        );
+        ctx.status.update(|s| s.waiting_for_clock = true);
+        while clock_wait.borrow_and_update().is_some() {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return None,
+                changed = clock_wait.changed() => changed.ok()?,
+            }
+        }
+        ctx.status.update(|s| s.waiting_for_clock = false);
+        tracing::info!("the service day started; the waiting bookings are stored now");
+    }
+    Some(())
 }
 
 async fn compare_day(
