@@ -1164,6 +1164,31 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_source_that_is_neither_kernel_nor_an_absolute_path_is_refused() {
+        let with = |when: &str| {
+            DEMO_CONFIG.replacen(
+                "[clock]\nrequire_synchronised = false\n",
+                &format!("[clock]\nrequire_synchronised = true\nsynchronised_when = \"{when}\"\n"),
+                1,
+            )
+        };
+        let p = problems(&with("run/flag"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("must be \"kernel\" or an absolute path"),
+            "{p:?}"
+        );
+        assert_eq!(problems(&with("kernel")), Vec::<String>::new());
+        let config = Config::parse(&with("/run/x/synchronized"), "test.toml");
+        assert_eq!(
+            config.ok().and_then(|c| c.clock.sync_source()),
+            Some(crate::clock::SyncSource::FlagFile(
+                "/run/x/synchronized".into()
+            ))
+        );
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_its_line() {
         let text = DEMO_CONFIG.replacen("[site]\n", "[site]\ncolour = \"blue\"\n", 1);
         let p = problems(&text);

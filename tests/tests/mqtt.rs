@@ -923,6 +923,18 @@ fn username_and_password_sync_and_wrong_ones_are_a_clear_error() -> anyhow::Resu
     Ok(())
 }
 
+/// A walk-in is refused because the day waits for a synchronised clock (`when`: for the message).
+fn assert_walk_in_refused_for_the_clock(daemon: &Daemon, when: &str) -> anyhow::Result<()> {
+    let refused = walk_in(daemon, "ausweis")
+        .err()
+        .with_context(|| format!("a walk-in was accepted {when} on an unsynchronised clock"))?;
+    assert!(
+        refused.to_string().contains("clock_unsynchronised"),
+        "{refused}"
+    );
+    Ok(())
+}
+
 /// A service day starts only on a synchronised clock (`[clock] require_synchronised`, here with
 /// the flag file systemd-timesyncd writes): until then a walk-in is refused with the reason,
 /// the website's bookings wait at the broker (none stored, none refused, none lost) and the
@@ -956,13 +968,7 @@ fn a_day_waits_for_a_synchronised_clock_and_loses_no_booking_meanwhile() -> anyh
     })
     .with_context(|| daemon.log_tail())?;
 
-    let refused = walk_in(&daemon, "ausweis")
-        .err()
-        .context("a walk-in was accepted on an unsynchronised clock")?;
-    assert!(
-        refused.to_string().contains("clock_unsynchronised"),
-        "{refused}"
-    );
+    assert_walk_in_refused_for_the_clock(&daemon, "at the start")?;
     let wait = state(&daemon)?
         .clock_wait
         .context("no clock_wait in the state")?;
@@ -1006,13 +1012,7 @@ fn a_day_waits_for_a_synchronised_clock_and_loses_no_booking_meanwhile() -> anyh
     // A reboot: the flag is gone (it lives in /run), the day waits again.
     std::fs::remove_file(&flag)?;
     let daemon = s.start()?;
-    let refused = walk_in(&daemon, "ausweis")
-        .err()
-        .context("a walk-in was accepted after a restart on an unsynchronised clock")?;
-    assert!(
-        refused.to_string().contains("clock_unsynchronised"),
-        "{refused}"
-    );
+    assert_walk_in_refused_for_the_clock(&daemon, "after a restart")?;
     execute(&daemon, Command::ConfirmClock)?;
     assert_eq!(walk_in(&daemon, "ausweis")?, "A-002", "the day goes on");
     assert!(state(&daemon)?.clock_wait.is_none());

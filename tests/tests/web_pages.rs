@@ -242,6 +242,18 @@ fn ticket_state(view: &leitsystem::control::StateView, number: &str) -> String {
         .map_or_else(|| "missing".to_string(), |t| t.state.name().to_string())
 }
 
+/// Waits (10 s at most) until the page hides the element with id `id` (a notice that ended).
+fn wait_hidden(browser: &mut Browser, id: &str) -> anyhow::Result<()> {
+    leitsystem_tests::daemon::wait_for(
+        &format!("the page to hide #{id}"),
+        Duration::from_secs(10),
+        || {
+            let hidden = browser.eval(&format!("document.getElementById('{id}').hidden"))?;
+            Ok((hidden == true).then_some(()))
+        },
+    )
+}
+
 /// The daemon's wall clock is moved by libfaketime (an offset file read on every reading; the
 /// monotonic clock stays true), as a bad NTP server or a Pi without a real-time clock would.
 #[test]
@@ -335,14 +347,7 @@ fn a_clock_jump_is_held_until_an_admin_confirms_it_and_a_jump_back_undoes_itself
     assert!(rolled.clock_hold.is_none());
     assert!(rolled.tickets.is_empty(), "{:?}", rolled.tickets);
     assert_eq!(walk_in(daemon, "ausweis")?, "A-001", "a new day's numbers");
-    leitsystem_tests::daemon::wait_for(
-        "the page to hide the notice",
-        Duration::from_secs(10),
-        || {
-            let hidden = browser.eval("document.getElementById('clock-section').hidden")?;
-            Ok((hidden == true).then_some(()))
-        },
-    )?;
+    wait_hidden(&mut browser, "clock-section")?;
     let health = healthz()?;
     assert_eq!(health["status"], "ok", "{health}");
     Ok(())
@@ -410,14 +415,7 @@ fn an_unsynchronised_clock_keeps_the_day_closed_until_the_admin_starts_it_on_the
     );
 
     browser.click("#sync-confirm")?;
-    leitsystem_tests::daemon::wait_for(
-        "the page to hide the notice",
-        Duration::from_secs(10),
-        || {
-            let hidden = browser.eval("document.getElementById('sync-section').hidden")?;
-            Ok((hidden == true).then_some(()))
-        },
-    )?;
+    wait_hidden(&mut browser, "sync-section")?;
     assert_eq!(
         leitsystem_tests::daemon::walk_in(daemon, "ausweis")?,
         "A-001"

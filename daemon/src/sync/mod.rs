@@ -926,19 +926,6 @@ async fn process_batch(
         };
         let (mut applied, mut ignored) = (0, 0);
         for ((index, id), result) in origin.into_iter().zip(outcomes) {
-            if matches!(
-                result,
-                Err(ExecuteError::Rejected(
-                    CommandError::ClockUnsynchronised { .. }
-                ))
-            ) {
-                // Not the booking's fault: it is stored once the day starts.
-                if let Some(r) = results.get_mut(index) {
-                    r.failed = true;
-                }
-                clock_refused = true;
-                continue;
-            }
             let Some(r) = results.get_mut(index) else {
                 continue;
             };
@@ -967,6 +954,11 @@ async fn process_batch(
                         applied += 1;
                     }
                 },
+                Err(ExecuteError::Rejected(CommandError::ClockUnsynchronised { .. })) => {
+                    // Not the booking's fault: it is stored once the day starts.
+                    r.failed = true;
+                    clock_refused = true;
+                }
                 Err(ExecuteError::Rejected(e)) => {
                     tracing::warn!(
                         topic = %batch[index].publish.topic,
