@@ -1266,6 +1266,10 @@ pub async fn desk_socket(
                 Ok(view) => json!({"type": "desk", "desk": view}),
                 Err(_) => json!({"type": "error"}),
             };
+            // A logout while the view was being read: the view is not sent.
+            if !ctx.api.auth.is_live(&token) {
+                continue;
+            }
             if tx
                 .send(warp::ws::Message::text(message.to_string()))
                 .await

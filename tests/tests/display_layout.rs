@@ -150,8 +150,18 @@ fn the_wall_display_fits_every_screen_with_the_longest_texts_and_ten_recent_call
 -> anyhow::Result<()> {
     let site = long_texts_site()?;
     busy_morning(&site)?;
-    let display: Value =
-        leitsystem_tests::site::http(&site.url, "GET", "/api/v1/display", &[], None)?.json()?;
+    // The display is derived from the committed events a moment after them: wait for the last
+    // call to reach it.
+    let started = std::time::Instant::now();
+    let display = loop {
+        let display: Value =
+            leitsystem_tests::site::http(&site.url, "GET", "/api/v1/display", &[], None)?.json()?;
+        let calls = display["calls"].as_array().map_or(0, Vec::len);
+        if calls == 11 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break display;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let calls = display["calls"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         calls.len(),
