@@ -39,7 +39,7 @@ fn main() -> BenchResult {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let catalog = Arc::new(Catalog::from_config(&Config::demo()?)?);
+    let catalog = Arc::new(leitsystem::catalog::from_config(&Config::demo()?)?);
     let options = StoreOptions::default();
 
     // 1. History: `tickets` past tickets over 100 days, each issued, called and finished.

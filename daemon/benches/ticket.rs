@@ -13,7 +13,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use leitsystem::catalog::Catalog;
 use leitsystem::config::Config;
 use leitsystem::ticket::{Paper, render_png, sample_ticket, ticket_document};
 use leitsystem_escpos_printer::encode::{QrMode, encode};
@@ -82,7 +81,7 @@ fn median_ms(mut samples: Vec<f64>) -> f64 {
 
 fn demo_document() -> anyhow::Result<Document> {
     let config = Config::demo()?;
-    let catalog = Catalog::from_config(&config)?;
+    let catalog = leitsystem::catalog::from_config(&config)?;
     let ticket = sample_ticket(&catalog, None, true, NOW).context("no sample ticket")?;
     Ok(ticket_document(&ticket, &catalog, NOW))
 }

@@ -14,18 +14,10 @@ use serde_spanned::Spanned;
 /// The demo config (a small citizens' office), embedded in the binary.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
+pub use leitsystem_core::catalog::{LateArrival, Text, TicketQr, TicketTexts};
+
 /// Name under which the embedded demo config is reported in errors.
 pub const DEMO_CONFIG_NAME: &str = "<embedded demo.toml>";
-
-/// A text in German and English.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Text {
-    /// German.
-    pub de: String,
-    /// English.
-    pub en: String,
-}
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,20 +144,6 @@ fn default_reconnect_max() -> Spanned<i64> {
     Spanned::new(0..0, 30_000)
 }
 
-/// What the QR code on a ticket holds.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketQr {
-    /// The booking's status URL from `status_url` (the call number for tickets without a
-    /// booking when the template needs one).
-    StatusUrl,
-    /// The call number (the default).
-    #[default]
-    CallNumber,
-    /// No QR code.
-    None,
-}
-
 /// `[ticket]`: the layout of the printed ticket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,38 +179,6 @@ fn default_languages_vec() -> Vec<String> {
 
 fn default_languages() -> Spanned<Vec<String>> {
     Spanned::new(0..0, default_languages_vec())
-}
-
-/// `[ticket.texts]`: the ticket's fixed texts in German and English.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TicketTexts {
-    /// Above the call number.
-    pub heading: Text,
-    /// The appointment line; `{time}` is replaced by the slot's time.
-    pub appointment: Text,
-    /// What to do now.
-    pub watch_screen: Text,
-    /// Above the documents list.
-    pub bring: Text,
-}
-
-impl Default for TicketTexts {
-    fn default() -> Self {
-        let text = |de: &str, en: &str| Text {
-            de: de.to_string(),
-            en: en.to_string(),
-        };
-        Self {
-            heading: text("Ihre Nummer", "Your number"),
-            appointment: text("Termin {time}", "Appointment {time}"),
-            watch_screen: text(
-                "Bitte achten Sie auf die Anzeige.",
-                "Please watch the screen.",
-            ),
-            bring: text("Bitte mitbringen:", "Please bring:"),
-        }
-    }
 }
 
 /// `[tokens]`: verifying the signed check-in codes of the booking confirmations.
@@ -331,16 +277,6 @@ pub struct SiteConfig {
 
 fn default_time_zone() -> Spanned<String> {
     Spanned::new(0..0, "Europe/Berlin".to_string())
-}
-
-/// What happens to a visitor who arrives after the appointment's late window.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LateArrival {
-    /// Issue a walk-in ticket for the booked service.
-    WalkIn,
-    /// Refuse the check-in; the kiosk tells the visitor to see the information desk.
-    Refuse,
 }
 
 /// `[policy]`: the queue policy. All durations in minutes.

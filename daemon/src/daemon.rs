@@ -938,7 +938,7 @@ pub async fn run(
     data_dir: PathBuf,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let catalog = Arc::new(Catalog::from_config(&config).context("building the catalog")?);
+    let catalog = Arc::new(crate::catalog::from_config(&config).context("building the catalog")?);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

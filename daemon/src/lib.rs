@@ -3,6 +3,13 @@
 //! The library behind the `leitsystemd` binary. Start with `ARCHITECTURE.md` at the repository
 //! root; the code map there names the modules below.
 
+/// Domain types, commands and events (the core crate).
+pub use leitsystem_core::domain;
+/// The queue engine (the core crate).
+pub use leitsystem_core::engine;
+/// Check-in tokens (the core crate).
+pub use leitsystem_core::token;
+
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -12,8 +19,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod display;
-pub mod domain;
-pub mod engine;
 pub mod hyphenate;
 pub mod kiosk;
 pub mod plugin_host;
@@ -21,5 +26,4 @@ pub mod service_manager;
 pub mod store;
 pub mod sync;
 pub mod ticket;
-pub mod token;
 pub mod web;

@@ -673,7 +673,7 @@ fn ticket_preview(
     let Some(paper) = leitsystem::ticket::Paper::parse(paper) else {
         return fail(format!("paper '{paper}' is not 58 or 80"));
     };
-    let catalog = match leitsystem::catalog::Catalog::from_config(config) {
+    let catalog = match leitsystem::catalog::from_config(config) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -1030,7 +1030,7 @@ fn restore_from_file(
     file: &Path,
     replace: bool,
 ) -> anyhow::Result<String> {
-    let catalog = std::sync::Arc::new(leitsystem::catalog::Catalog::from_config(cfg)?);
+    let catalog = std::sync::Arc::new(leitsystem::catalog::from_config(cfg)?);
     let done =
         leitsystem::backup::restore(file, dir, replace, catalog, &daemon::store_options(cfg))?;
     let mut line = format!(
@@ -1049,7 +1049,7 @@ fn restore_from_file(
 }
 
 fn verify_offline(config: Config, dir: &Path) -> ExitCode {
-    let catalog = match leitsystem::catalog::Catalog::from_config(&config) {
+    let catalog = match leitsystem::catalog::from_config(&config) {
         Ok(c) => std::sync::Arc::new(c),
         Err(e) => {
             tracing::error!("{e}");

@@ -20,79 +20,29 @@ use leitsystem_plugin::document::{
 };
 
 use crate::catalog::Catalog;
+pub use crate::catalog::{Language, TicketLayout};
 use crate::clock::Millis;
-use crate::config::{Text, TicketConfig, TicketQr, TicketTexts};
+use crate::config::{TicketConfig, TicketQr};
 use crate::domain::{Ticket, TicketOrigin};
 
-/// A language printed on tickets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    /// German.
-    De,
-    /// English.
-    En,
-}
-
-impl Language {
-    fn pick(self, text: &Text) -> &str {
-        match self {
-            Language::De => &text.de,
-            Language::En => &text.en,
-        }
-    }
-}
-
-/// The validated `[ticket]` section.
-#[derive(Debug, Clone)]
-pub struct TicketLayout {
-    /// Languages, in print order.
-    pub languages: Vec<Language>,
-    /// What the QR code holds.
-    pub qr: TicketQr,
-    /// Status URL template.
-    pub status_url: Option<String>,
-    /// Fixed texts.
-    pub texts: TicketTexts,
-}
-
-impl Default for TicketLayout {
-    fn default() -> Self {
-        Self::from_config(&TicketConfig::default())
-    }
-}
-
-impl TicketLayout {
-    /// From a validated config section.
-    pub fn from_config(config: &TicketConfig) -> Self {
-        Self {
-            languages: config
-                .languages
-                .get_ref()
-                .iter()
-                .map(|l| {
-                    if l == "en" {
-                        Language::En
-                    } else {
-                        Language::De
-                    }
-                })
-                .collect(),
-            qr: config.qr,
-            status_url: config.status_url.as_ref().map(|u| u.get_ref().clone()),
-            texts: config.texts.clone(),
-        }
-    }
-
-    /// One line per language (duplicates collapsed, so a text equal in both prints once).
-    fn lines(&self, text: &Text) -> String {
-        let mut out: Vec<&str> = Vec::new();
-        for language in &self.languages {
-            let line = language.pick(text);
-            if !line.is_empty() && !out.contains(&line) {
-                out.push(line);
-            }
-        }
-        out.join("\n")
+/// The ticket layout from a validated `[ticket]` section.
+pub fn layout_from_config(config: &TicketConfig) -> TicketLayout {
+    TicketLayout {
+        languages: config
+            .languages
+            .get_ref()
+            .iter()
+            .map(|l| {
+                if l == "en" {
+                    Language::En
+                } else {
+                    Language::De
+                }
+            })
+            .collect(),
+        qr: config.qr,
+        status_url: config.status_url.as_ref().map(|u| u.get_ref().clone()),
+        texts: config.texts.clone(),
     }
 }
 
@@ -588,7 +538,7 @@ mod tests {
             &format!("[ticket]\n{ticket_section}\n"),
         );
         let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
-        Catalog::from_config(&config).unwrap_or_else(|e| panic!("{e}"))
+        crate::catalog::from_config(&config).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn texts(document: &Document) -> Vec<String> {

@@ -1,12 +1,12 @@
-//! Fuzzes the booking sync's inbound payload parsers (contract v1, `sync/contract.rs`):
+//! Fuzzes the booking sync's inbound payload parsers (contract v1, `core/src/contract.rs`):
 //! arbitrary bytes as a day snapshot, as a booking change and as a topic must never panic;
 //! a snapshot or change they accept must be one the contract allows.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use leitsystem::clock::Calendar;
-use leitsystem::sync::contract::{Topics, day_digest, parse_change, parse_day, parse_snapshot};
+use leitsystem_core::clock::Calendar;
+use leitsystem_core::contract::{Topics, day_digest, parse_change, parse_day, parse_snapshot};
 use libfuzzer_sys::fuzz_target;
 
 fn calendar() -> &'static Calendar {

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use leitsystem::token::{KeyRing, SigningKey, decode_decimal, verify};
+use leitsystem_core::token::{KeyRing, SigningKey, decode_decimal, verify};
 use libfuzzer_sys::fuzz_target;
 
 fn ring() -> &'static KeyRing {

@@ -18,7 +18,10 @@
 //!   [`OUTBOX_WINDOW`] messages unacknowledged), and renews the subscriptions and the retained
 //!   status after every ConnAck.
 
-pub mod contract;
+/// The MQTT contract (topics, wire types, validation): lives in the core crate.
+pub use leitsystem_core::contract;
+#[cfg(test)]
+mod contract_schema_tests;
 pub mod outbox;
 pub mod sim;
 

@@ -16,7 +16,7 @@ use leitsystem::engine::{Engine, PendingCommit, State};
 /// The demo catalog with `policy` changed by `tweak`.
 pub fn catalog_with(tweak: impl FnOnce(&mut Policy)) -> Arc<Catalog> {
     let config = Config::demo().expect("the demo config is valid");
-    let mut catalog = Catalog::from_config(&config).expect("Europe/Berlin is known");
+    let mut catalog = leitsystem::catalog::from_config(&config).expect("Europe/Berlin is known");
     // The ranking scenarios press "next" back to back at one instant; the window that turns
     // such a press into a repeat of the call has tests of its own that set it.
     catalog.policy.repeat_next_within = 0;

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::LateArrival;
 use crate::catalog::{Catalog, Desk};
 use crate::clock::{MINUTE, Millis};
-use crate::config::LateArrival;
+use crate::contract::DaySums;
 use crate::domain::{
     Booking, BookingId, BookingInput, BookingStatus, Command, CommandError, CommandRequest, DeskId,
     DeskMode, DeskState, Event, EventRecord, ForwardTarget, Outcome, PRIORITY_MAX, PRIORITY_NORMAL,
     PersonalData, PrintOutcome, PrintState, ServiceId, Ticket, TicketNumber, TicketOrigin,
     TicketState,
 };
-use crate::sync::contract::DaySums;
 
 /// Slot length assumed for a booking known only from its check-in token.
 pub const TOKEN_BOOKING_MINUTES: u32 = 15;

@@ -1,0 +1,106 @@
+//! The crates' dependencies point one way (ARCHITECTURE.md, "Layers"): the core crate
+//! (`daemon/core`) depends on no runtime, store, network or config format, and nothing it
+//! depends on does either. Read from `cargo metadata`, so a new dependency that pulls one of
+//! them in fails here, not in a review.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// What the core crate must never depend on, directly or through another crate.
+const FORBIDDEN_IN_CORE: [&str; 6] = ["tokio", "sled", "warp", "rumqttc", "toml", "libloading"];
+
+/// The workspace's resolved dependency graph: package name → names of its normal and build
+/// dependencies (dev-dependencies do not ship).
+fn dependency_graph() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    // This machine's platform only: the crates for others need not be downloaded.
+    let platform = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &platform, "--manifest-path", manifest])
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout)?;
+    let names: BTreeMap<&str, &str> = metadata["packages"]
+        .as_array()
+        .context("no packages")?
+        .iter()
+        .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for node in metadata["resolve"]["nodes"]
+        .as_array()
+        .context("no resolve graph")?
+    {
+        let id = node["id"].as_str().context("a node without id")?;
+        let name = names.get(id).context("a node without package")?;
+        let deps = graph.entry((*name).to_string()).or_default();
+        for dep in node["deps"].as_array().into_iter().flatten() {
+            let shipped = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].as_str() != Some("dev"));
+            let dep_name = dep["pkg"].as_str().and_then(|pkg| names.get(pkg));
+            if let (true, Some(dep_name)) = (shipped, dep_name) {
+                deps.insert((*dep_name).to_string());
+            }
+        }
+    }
+    Ok(graph)
+}
+
+/// Every crate `root` depends on, directly or not.
+fn closure(graph: &BTreeMap<String, BTreeSet<String>>, root: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(name) = todo.pop() {
+        for dep in graph.get(&name).into_iter().flatten() {
+            if seen.insert(dep.clone()) {
+                todo.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_core_crate_depends_on_no_runtime_store_network_or_config_format() -> anyhow::Result<()> {
+    let graph = dependency_graph()?;
+    let core = closure(&graph, "leitsystem-core");
+    let daemon = closure(&graph, "leitsystemd");
+    // The walk sees through crates: the daemon reaches all of them (tokio through warp too).
+    for name in FORBIDDEN_IN_CORE {
+        assert!(
+            daemon.contains(name),
+            "the daemon does not reach {name}: {daemon:?}"
+        );
+    }
+    assert!(
+        daemon.contains("leitsystem-core"),
+        "the daemon does not build on the core"
+    );
+    let found: Vec<&str> = FORBIDDEN_IN_CORE
+        .into_iter()
+        .filter(|name| core.contains(*name))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "leitsystem-core depends on {found:?} (through {core:?}); move that code into the daemon"
+    );
+    // And nothing of the workspace: the core knows no other crate of ours.
+    let ours: Vec<&String> = core
+        .iter()
+        .filter(|n| n.starts_with("leitsystem"))
+        .collect();
+    assert!(ours.is_empty(), "leitsystem-core depends on {ours:?}");
+    Ok(())
+}
