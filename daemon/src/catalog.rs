@@ -103,3 +103,16 @@ pub fn from_config(config: &Config) -> Result<Catalog, crate::clock::CalendarErr
         accept_unsigned: config.tokens.accept_unsigned,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_builds_the_catalog_the_engine_tests_use() {
+        let config = Config::demo().unwrap_or_else(|e| panic!("{e}"));
+        let from_toml = from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        let in_code = leitsystem_core::testing::demo_catalog();
+        assert_eq!(format!("{from_toml:#?}"), format!("{in_code:#?}"));
+    }
+}

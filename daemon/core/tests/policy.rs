@@ -1,15 +1,13 @@
 //! Queue policy: who is called next, check-in windows, named desks, forward, park, no-show,
 //! idempotency and the day boundary in Europe/Berlin.
 
-mod common;
-
-use common::{Sim, local_instant};
-use leitsystem::clock::MINUTE;
-use leitsystem::config::LateArrival;
-use leitsystem::domain::{
+use leitsystem_core::catalog::LateArrival;
+use leitsystem_core::clock::MINUTE;
+use leitsystem_core::domain::{
     BookingId, BookingInput, BookingStatus, Command, CommandError, DeskId, ForwardTarget, Outcome,
     PersonalData, ServiceId, TicketNumber, TicketState,
 };
+use leitsystem_core::testing::{Sim, local_instant};
 
 #[test]
 fn walk_ins_are_called_first_come_first_served() {
@@ -176,7 +174,7 @@ fn check_in_windows_follow_the_policy() {
     };
     assert!(matches!(
         sim.ticket(ticket.as_str()).origin,
-        leitsystem::domain::TicketOrigin::WalkIn { booking: Some(_) }
+        leitsystem_core::domain::TicketOrigin::WalkIn { booking: Some(_) }
     ));
     // Once checked in, never twice.
     assert!(matches!(
@@ -531,13 +529,13 @@ fn check_day_rollover(day: &str, next_day: &str) {
     assert_eq!(sim.state().tickets.len(), 1);
     assert_eq!(
         sim.state().desks[&DeskId::new("1")].mode,
-        leitsystem::domain::DeskMode::Closed
+        leitsystem_core::domain::DeskMode::Closed
     );
     let closed: Vec<_> = sim
         .log()
         .into_iter()
         .filter_map(|r| match r.event {
-            leitsystem::domain::Event::DayClosed {
+            leitsystem_core::domain::Event::DayClosed {
                 closed_tickets,
                 day: closed_day,
             } => Some((closed_day.to_string(), closed_tickets)),
@@ -577,10 +575,10 @@ fn a_tick_one_second_before_midnight_does_not_close_the_day() {
     sim.at("08:00");
     sim.walk_in("ausweis");
     // 23:59:59 on the 25-hour day is 22:59:59 UTC.
-    sim.now = common::utc("2026-10-25T22:59:59Z");
+    sim.now = leitsystem_core::testing::utc("2026-10-25T22:59:59Z");
     sim.ok(Command::Tick);
     assert_eq!(sim.state().tickets.len(), 1);
-    sim.now = common::utc("2026-10-25T23:00:00Z");
+    sim.now = leitsystem_core::testing::utc("2026-10-25T23:00:00Z");
     sim.ok(Command::Tick);
     assert_eq!(sim.state().tickets.len(), 0);
     assert_eq!(
@@ -624,7 +622,7 @@ fn a_requeued_no_show_goes_to_the_back_of_the_line() {
 #[test]
 fn request_ids_are_scoped_by_input() {
     let mut sim = Sim::new();
-    let walk_in = |service: &str| leitsystem::domain::CommandRequest {
+    let walk_in = |service: &str| leitsystem_core::domain::CommandRequest {
         request_id: Some("1".to_string()),
         source: String::new(),
         command: Command::WalkIn {
@@ -649,7 +647,7 @@ fn request_ids_are_scoped_by_input() {
 
 #[test]
 fn a_failed_print_keeps_the_ticket_valid_and_can_be_reprinted_until_it_is_final() {
-    use leitsystem::domain::{PrintOutcome, PrintState};
+    use leitsystem_core::domain::{PrintOutcome, PrintState};
     let mut sim = Sim::new();
     sim.open("1");
     sim.at("09:00");
@@ -930,7 +928,7 @@ fn a_booking_the_appliance_cannot_take_is_stored_as_refused_counted_and_replacea
     assert_eq!(stored.status, BookingStatus::Refused);
     // Counted in the day's digest exactly as the website counts it.
     let day = sim.engine.catalog().calendar.day_of(slot);
-    let (count, digest) = leitsystem::sync::contract::day_digest([("r1", 1)]);
+    let (count, digest) = leitsystem_core::contract::day_digest([("r1", 1)]);
     assert_eq!(
         sim.engine.booking_days(None).get(&day),
         Some(&(count, digest))
