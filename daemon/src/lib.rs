@@ -23,7 +23,8 @@ pub mod hyphenate;
 pub mod kiosk;
 pub mod plugin_host;
 pub mod service_manager;
-pub mod store;
+/// The durable store (its own crate, `daemon/store`).
+pub use leitsystem_store as store;
 pub mod sync;
 pub mod ticket;
 pub mod web;

@@ -1,6 +1,6 @@
 //! The crates' dependencies point one way (ARCHITECTURE.md, "Layers"): the core crate
 //! (`daemon/core`) depends on no runtime, store, network or config format, and nothing it
-//! depends on does either. Read from `cargo metadata`, so a new dependency that pulls one of
+//! depends on does either; the store (`daemon/store`) adds sled and nothing else of those. Read from `cargo metadata`, so a new dependency that pulls one of
 //! them in fails here, not in a review.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,5 +102,31 @@ fn the_core_crate_depends_on_no_runtime_store_network_or_config_format() -> anyh
         .filter(|n| n.starts_with("leitsystem"))
         .collect();
     assert!(ours.is_empty(), "leitsystem-core depends on {ours:?}");
+    Ok(())
+}
+
+/// What the store must never depend on: it is sled under the core's types, nothing more.
+const FORBIDDEN_IN_STORE: [&str; 5] = ["tokio", "warp", "rumqttc", "toml", "libloading"];
+
+#[test]
+fn the_store_builds_on_the_core_and_sled_only() -> anyhow::Result<()> {
+    let graph = dependency_graph()?;
+    let store = closure(&graph, "leitsystem-store");
+    assert!(
+        store.contains("sled") && store.contains("leitsystem-core"),
+        "{store:?}"
+    );
+    let found: Vec<&str> = FORBIDDEN_IN_STORE
+        .into_iter()
+        .filter(|name| store.contains(*name))
+        .collect();
+    assert!(found.is_empty(), "leitsystem-store depends on {found:?}");
+    let ours: Vec<&String> = store
+        .iter()
+        .filter(|n| n.starts_with("leitsystem") && *n != "leitsystem-core")
+        .collect();
+    assert!(ours.is_empty(), "leitsystem-store depends on {ours:?}");
+    // And the core does not know the store.
+    assert!(!closure(&graph, "leitsystem-core").contains("leitsystem-store"));
     Ok(())
 }
