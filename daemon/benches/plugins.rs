@@ -6,6 +6,11 @@
 //! (`call_next`, committed durably) → committed event → `display` message to the simulated
 //! display plugin, which writes its file. Baseline in the same run: a message sent to another
 //! thread and answered over in-process channels. Prints p50/p99; asserts nothing.
+//!
+//! Second figure: two button boxes pressing at once. [`PRESSES`] silent-alarm presses (each one
+//! durable commit) from one box, then as many from each of two boxes together; the ratio of
+//! the two times shows whether the devices wait for each other's commits (a router shared by
+//! all devices: about 2) or share group commits (a router per device: about 1).
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -23,6 +28,8 @@ use leitsystem::domain::{Command, DeskId, ServiceId};
 type BenchResult = Result<(), Box<dyn std::error::Error>>;
 
 const ROUNDS: usize = 300;
+/// Presses per box in the two-box measurement.
+const PRESSES: usize = 300;
 
 fn main() -> BenchResult {
     let build_dir = Path::new(env!("CARGO_BIN_EXE_leitsystemd"))
@@ -38,24 +45,29 @@ fn main() -> BenchResult {
     }
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let data = base.path().join("data");
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port();
+    let free_port = || -> Result<u16, std::io::Error> {
+        Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port())
+    };
+    let port = free_port()?;
+    let second_port = free_port()?;
     let display = data.join("display.json");
     let config = base.path().join("bench.toml");
     common::write_config(
         &config,
         &data,
         &format!(
-            "[plugins]\ndirs = [\"{}\"]\n\n[[device]]\nid = \"buttons\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"buttons\"\noptions = {{ port = {port} }}\n\n[[device]]\nid = \"display\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"display\"\noptions = {{ file = \"{}\" }}\n",
+            "[plugins]\ndirs = [\"{}\"]\n\n[[device]]\nid = \"buttons\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"buttons\"\noptions = {{ port = {port} }}\n\n[[device]]\nid = \"buttons-2\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"buttons\"\noptions = {{ port = {second_port} }}\n\n[[device]]\nid = \"display\"\nplugin = \"libleitsystem_sim.so\"\nrole = \"display\"\noptions = {{ file = \"{}\" }}\n",
             build_dir.display(),
             display.display()
         ),
     )?;
     let mut daemon = common::BenchDaemon::start(&config, &data)?;
     let result = measure(&mut daemon.client, port, &display);
+    let boxes = result.and_then(|r| Ok((r, two_boxes(&mut daemon.client, port, second_port)?)));
     drop(daemon);
-    let (plugin_lat, channel_lat) = result?;
+    let ((plugin_lat, channel_lat), (one_box, two)) = boxes?;
     println!("{:<62} {:>10} {:>10}", "", "p50 µs", "p99 µs");
     let row = |name: &str, lat: &[Duration]| {
         println!(
@@ -73,6 +85,15 @@ fn main() -> BenchResult {
         "ratio p50 plugin round trip / channel round trip: {:.0}",
         micros(percentile(&plugin_lat, 50)) / micros(percentile(&channel_lat, 50)).max(0.001)
     );
+    println!(
+        "{PRESSES} presses from one box: {:.0} ms; {PRESSES} from each of two boxes at once: {:.0} ms",
+        one_box.as_secs_f64() * 1e3,
+        two.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio two boxes / one box: {:.2} (2 = the boxes wait for each other, 1 = they share commits)",
+        two.as_secs_f64() / one_box.as_secs_f64().max(1e-9)
+    );
     Ok(())
 }
 
@@ -87,7 +108,6 @@ fn measure(
     port: u16,
     display: &Path,
 ) -> Result<Latencies, Box<dyn std::error::Error>> {
-    let started = Instant::now();
     let mut execute = |command: Command| {
         control.request(&ControlRequest::Execute {
             request_id: None,
@@ -97,16 +117,7 @@ fn measure(
     execute(Command::OpenDesk {
         desk: DeskId::new("1"),
     })?;
-    let buttons = loop {
-        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
-            break stream;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err("the button box did not listen".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    buttons.set_nodelay(true)?;
+    let buttons = button_box(port)?;
     let mut writer = buttons.try_clone()?;
     let mut reader = BufReader::new(buttons);
     let mut plugin = Vec::with_capacity(ROUNDS);
@@ -162,4 +173,83 @@ fn measure(
     let _ = worker.join();
     channel.sort();
     Ok((plugin, channel))
+}
+
+/// A connected button box of the sim plugin on `port`.
+fn button_box(port: u16) -> Result<TcpStream, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    loop {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+            stream.set_nodelay(true)?;
+            return Ok(stream);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the button box on port {port} did not listen").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Presses "alarm" at desk 1 [`PRESSES`] times on `port`, each answered by the box.
+fn press_alarms(port: u16) -> Result<(), String> {
+    let stream = button_box(port).map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    for _ in 0..PRESSES {
+        writer.write_all(b"1 alarm\n").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        reader.read_line(&mut answer).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Waits until the log holds `seq`.
+fn wait_for_seq(control: &mut ControlClient, seq: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    loop {
+        let state = control
+            .request(&ControlRequest::State)?
+            .state
+            .ok_or("no state")?;
+        if state.last_seq >= seq {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(format!("the log stopped at {} of {seq}", state.last_seq).into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn last_seq(control: &mut ControlClient) -> Result<u64, Box<dyn std::error::Error>> {
+    Ok(control
+        .request(&ControlRequest::State)?
+        .state
+        .ok_or("no state")?
+        .last_seq)
+}
+
+/// The time for [`PRESSES`] presses from one box to be committed, then for as many from each
+/// of two boxes pressing at once.
+fn two_boxes(
+    control: &mut ControlClient,
+    first: u16,
+    second: u16,
+) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    let presses = u64::try_from(PRESSES)?;
+    let before = last_seq(control)?;
+    let started = Instant::now();
+    press_alarms(first)?;
+    wait_for_seq(control, before + presses)?;
+    let one_box = started.elapsed();
+
+    let before = last_seq(control)?;
+    let started = Instant::now();
+    let other = std::thread::spawn(move || press_alarms(second));
+    press_alarms(first)?;
+    other
+        .join()
+        .map_err(|_| "the second box's thread panicked")??;
+    wait_for_seq(control, before + 2 * presses)?;
+    Ok((one_box, started.elapsed()))
 }

@@ -12,7 +12,8 @@
 //!   exponential backoff (0.5 s doubling to 30 s). The queue keeps working meanwhile.
 //! - **Emit** only copies the message into the device's own bounded channel ([`EMIT_QUEUE`]);
 //!   when it is full the message is dropped and counted in the device's health, never
-//!   blocking the plugin. The router takes from the devices' channels in turn.
+//!   blocking the plugin. Each device has a router task of its own that turns its messages,
+//!   in order, into commands; devices do not wait for each other's commits.
 //! - **One way in**: scanner codes become `check_in`, button presses become desk commands with
 //!   the press's `event_id` as idempotency key, all through the same [`EngineHandle`].
 //! - **Derived outputs**: printers get `print` jobs for `ticket_issued` events; displays get the
@@ -45,9 +46,9 @@ use crate::domain::{
     TicketNumber,
 };
 
-/// Messages from one device waiting for the router; beyond this, that device's emits are
-/// dropped. Each device has its own queue and the router takes from them in turn, so a
-/// flooding device loses only its own messages.
+/// Messages from one device waiting for its router; beyond this, that device's emits are
+/// dropped. Each device has its own queue and router, so a flooding device loses only its own
+/// messages and delays only its own commands.
 pub const EMIT_QUEUE: usize = 1024;
 /// Messages waiting for one device's supervisor.
 const DEVICE_QUEUE: usize = 64;
@@ -813,8 +814,8 @@ impl PluginHost {
         // Subscribed before anything is printed: every ticket issued from now on is seen.
         let committed = engine.feed();
         let registry: DeviceRegistry = Arc::new(Mutex::new(BTreeMap::new()));
-        // One queue per device, merged fairly for the router.
-        let mut queues = futures_util::stream::SelectAll::new();
+        // One queue per device, each with a router task of its own.
+        let mut queues: HashMap<String, mpsc::Receiver<DeviceEvent>> = HashMap::new();
         let mut devices = Vec::new();
         let mut watches = Vec::new();
         for spec in specs {
@@ -857,10 +858,7 @@ impl PluginHost {
             let (tx, rx) = std::sync::mpsc::sync_channel(DEVICE_QUEUE);
             let thread_spec = spec.clone();
             let (thread_events, device_events) = mpsc::channel(EMIT_QUEUE);
-            queues.push(Box::pin(futures_util::stream::unfold(
-                device_events,
-                |mut rx| async move { rx.recv().await.map(|event| (event, rx)) },
-            )) as DeviceEvents);
+            queues.insert(spec.id.clone(), device_events);
             let thread_registry = registry.clone();
             let watch = CallWatch::default();
             let thread_watch = watch.clone();
@@ -896,16 +894,33 @@ impl PluginHost {
         let outputs = host.outputs();
         let printers = PrintRouting::new(&host.devices);
         let ledger = PrintLedger::default();
-        tracker.spawn(route(
-            catalog.clone(),
-            queues,
-            host.routes(),
-            engine.clone(),
-            host.registry.clone(),
-            host.scans.clone(),
-            ledger.clone(),
-            shutdown.clone(),
-        ));
+        let router = Arc::new(Router {
+            catalog: catalog.clone(),
+            engine: engine.clone(),
+            registry: host.registry.clone(),
+            scans: host.scans.clone(),
+            ledger: ledger.clone(),
+            // All printers at start: failures recorded before a restart are durable.
+            failures_outstanding: Arc::new(Mutex::new(
+                host.devices
+                    .iter()
+                    .filter(|(spec, _, _)| spec.role == Role::Printer)
+                    .map(|(spec, _, _)| spec.id.clone())
+                    .collect(),
+            )),
+        });
+        for (spec, supervisor, _) in &host.devices {
+            if let Some(events) = queues.remove(&spec.id) {
+                tracker.spawn(route_device(
+                    router.clone(),
+                    spec.clone(),
+                    supervisor.clone(),
+                    events,
+                    shutdown.clone(),
+                ));
+            }
+        }
+        tracker.spawn(watch_overdue_prints(router, shutdown.clone()));
         let displays = outputs
             .iter()
             .filter(|(role, _, _)| *role == Role::Display)
@@ -953,13 +968,6 @@ impl PluginHost {
     /// The outcome of every scan (checked in or refused, with the kiosk's texts).
     pub fn scans(&self) -> crate::kiosk::ScanFeed {
         self.scans.clone()
-    }
-
-    fn routes(&self) -> HashMap<String, (DeviceSpec, SyncSender<Supervise>)> {
-        self.devices
-            .iter()
-            .map(|(spec, tx, _)| (spec.id.clone(), (spec.clone(), tx.clone())))
-            .collect()
     }
 
     fn outputs(&self) -> Vec<(Role, String, SyncSender<Supervise>)> {
@@ -1051,75 +1059,120 @@ fn scanned_command(code: &str, catalog: &Catalog) -> Result<Command, (&'static s
     })
 }
 
-/// One device's emitted messages, as the router reads them.
-type DeviceEvents = std::pin::Pin<Box<dyn futures_util::Stream<Item = DeviceEvent> + Send>>;
-
-#[allow(clippy::too_many_arguments)]
-async fn route(
+/// What the devices' routers share.
+struct Router {
     catalog: Arc<Catalog>,
-    mut events: futures_util::stream::SelectAll<DeviceEvents>,
-    devices: HashMap<String, (DeviceSpec, SyncSender<Supervise>)>,
     engine: EngineHandle,
     registry: DeviceRegistry,
     scans: crate::kiosk::ScanFeed,
     ledger: PrintLedger,
+    /// Printers that may have an open ticket waiting for a reprint. A printer joins with every
+    /// failed print and leaves after a reprint scan; a successful print scans only then, so
+    /// printing a ticket never copies the whole day.
+    failures_outstanding: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// One device's router: its messages in order, each turned into a command and awaited, while
+/// the other devices' routers go on. Inputs of several devices thus reach the engine together
+/// and share a group commit; one slow commit holds up only the device that asked for it.
+async fn route_device(
+    router: Arc<Router>,
+    spec: DeviceSpec,
+    supervisor: SyncSender<Supervise>,
+    mut events: mpsc::Receiver<DeviceEvent>,
     shutdown: CancellationToken,
 ) {
-    // Last readiness reported per printer: a printer becoming ready reprints failed tickets.
-    let mut printer_ready: HashMap<String, bool> = HashMap::new();
-    // Printers that may have an open ticket waiting for a reprint. All of them at start
-    // (failures recorded before a restart are durable); a printer joins with every failed
-    // print and leaves after a reprint scan. A successful print scans only then, so printing
-    // a ticket never copies the whole day.
-    let mut failures_outstanding: std::collections::HashSet<String> = devices
-        .iter()
-        .filter(|(_, (spec, _))| spec.role == Role::Printer)
-        .map(|(id, _)| id.clone())
-        .collect();
-    let mut overdue_check = tokio::time::interval(Duration::from_secs(1));
-    overdue_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last readiness this printer reported: becoming ready reprints failed tickets.
+    let mut printer_ready: Option<bool> = None;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
-            event = futures_util::StreamExt::next(&mut events) => match event {
+            event = events.recv() => match event {
                 Some(e) => e,
                 None => return,
             },
-            _ = overdue_check.tick() => {
-                // Jobs no printer answered: lost on the way (a full queue, a restarting
-                // driver, a printer switched off). Failed, so they are reprinted.
-                for (job, printer, waited) in ledger.take_overdue() {
-                    let reason = format!("no answer from the printer within {} s", waited.as_secs());
-                    tracing::warn!(device = %printer, job = %job, "{reason}");
-                    update(&registry, &printer, |h| {
-                        h.print_failures += 1;
-                        h.last_error = Some(format!("print {job}: {reason}"));
-                    });
-                    record_print(&engine, &printer, &job, PrintOutcome::Failed { reason }).await;
-                    failures_outstanding.insert(printer);
-                }
-                continue;
-            }
         };
+        router
+            .handle(&spec, &supervisor, &mut printer_ready, event)
+            .await;
+    }
+}
+
+/// Jobs no printer answered: lost on the way (a full queue, a restarting driver, a printer
+/// switched off). Recorded failed once a second, so they are reprinted.
+async fn watch_overdue_prints(router: Arc<Router>, shutdown: CancellationToken) {
+    let mut overdue_check = tokio::time::interval(Duration::from_secs(1));
+    overdue_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = overdue_check.tick() => {}
+        }
+        for (job, printer, waited) in router.ledger.take_overdue() {
+            let reason = format!("no answer from the printer within {} s", waited.as_secs());
+            tracing::warn!(device = %printer, job = %job, "{reason}");
+            update(&router.registry, &printer, |h| {
+                h.print_failures += 1;
+                h.last_error = Some(format!("print {job}: {reason}"));
+            });
+            record_print(
+                &router.engine,
+                &printer,
+                &job,
+                PrintOutcome::Failed { reason },
+            )
+            .await;
+            router.set_failures_outstanding(&printer, true);
+        }
+    }
+}
+
+impl Router {
+    fn failures_outstanding(&self, printer: &str) -> bool {
+        self.failures_outstanding
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(printer)
+    }
+
+    fn set_failures_outstanding(&self, printer: &str, outstanding: bool) {
+        let mut set = self
+            .failures_outstanding
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if outstanding {
+            set.insert(printer.to_string());
+        } else {
+            set.remove(printer);
+        }
+    }
+
+    /// One message of device `spec`: a command for the engine, a health update, or a log line.
+    async fn handle(
+        &self,
+        spec: &DeviceSpec,
+        supervisor: &SyncSender<Supervise>,
+        printer_ready: &mut Option<bool>,
+        event: DeviceEvent,
+    ) {
         let id = event.device.to_string();
-        let Some((spec, supervisor)) = devices.get(&id) else {
-            continue;
-        };
         let message = match decode_plugin_message(&event.bytes) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(device = %id, "malformed message from the plugin: {e}");
-                continue;
+                return;
             }
         };
         let command = match message {
             PluginMessage::Scanned { code } if spec.role == Role::Scanner => {
-                match scanned_command(code.trim(), &catalog) {
+                match scanned_command(code.trim(), &self.catalog) {
                     Ok(command) => Some((None, command)),
                     Err((code, reason)) => {
                         tracing::warn!(device = %id, "scanned code refused: {reason}");
-                        let _ = scans.send(crate::kiosk::refused(code, &id, now_millis()));
-                        continue;
+                        let _ = self
+                            .scans
+                            .send(crate::kiosk::refused(code, &id, now_millis()));
+                        return;
                     }
                 }
             }
@@ -1130,7 +1183,7 @@ async fn route(
             } if spec.role == Role::Buttons => {
                 if !spec.desks.is_empty() && !spec.desks.contains(&desk) {
                     tracing::warn!(device = %id, desk = %desk, "button for a desk this device is not bound to");
-                    continue;
+                    return;
                 }
                 Some((
                     Some(format!("{id}:{event_id}")),
@@ -1139,35 +1192,35 @@ async fn route(
             }
             PluginMessage::Connection { connected, detail } => {
                 tracing::info!(device = %id, connected, detail = detail.as_deref().unwrap_or(""), "connection");
-                update(&registry, &id, |h| h.connected = Some(connected));
+                update(&self.registry, &id, |h| h.connected = Some(connected));
                 if !connected {
                     // Unplugged: once it is back and ready, failed tickets are reprinted.
-                    printer_ready.insert(id.clone(), false);
+                    *printer_ready = Some(false);
                 }
                 None
             }
             PluginMessage::PrintDone { job } => {
                 tracing::info!(device = %id, job = %job, "printed");
-                ledger.answered(&job);
-                update(&registry, &id, |h| h.printed += 1);
-                let recorded = record_print(&engine, &id, &job, PrintOutcome::Printed).await;
+                self.ledger.answered(&job);
+                update(&self.registry, &id, |h| h.printed += 1);
+                let recorded = record_print(&self.engine, &id, &job, PrintOutcome::Printed).await;
                 if recorded
-                    && failures_outstanding.contains(&id)
-                    && reprint_failed(&engine, &id).await
+                    && self.failures_outstanding(&id)
+                    && reprint_failed(&self.engine, &id).await
                 {
-                    failures_outstanding.remove(&id);
+                    self.set_failures_outstanding(&id, false);
                 }
                 None
             }
             PluginMessage::PrintFailed { job, reason } => {
                 tracing::warn!(device = %id, job = %job, "print failed: {reason}");
-                ledger.answered(&job);
-                update(&registry, &id, |h| {
+                self.ledger.answered(&job);
+                update(&self.registry, &id, |h| {
                     h.print_failures += 1;
                     h.last_error = Some(format!("print {job} failed: {reason}"))
                 });
-                record_print(&engine, &id, &job, PrintOutcome::Failed { reason }).await;
-                failures_outstanding.insert(id.clone());
+                record_print(&self.engine, &id, &job, PrintOutcome::Failed { reason }).await;
+                self.set_failures_outstanding(&id, true);
                 None
             }
             PluginMessage::PrinterStatus {
@@ -1176,7 +1229,7 @@ async fn route(
                 online,
             } => {
                 let ready = online && !cover_open && paper != Paper::Out;
-                let was_ready = printer_ready.insert(id.clone(), ready);
+                let was_ready = printer_ready.replace(ready);
                 match paper {
                     Paper::NearEnd => {
                         tracing::warn!(device = %id, "paper nearly used up: put in a new roll soon")
@@ -1190,17 +1243,17 @@ async fn route(
                 let paper = serde_json::to_value(paper)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string));
-                update(&registry, &id, |h| {
+                update(&self.registry, &id, |h| {
                     h.paper = paper;
                     h.cover_open = Some(cover_open);
                     h.connected = Some(online && !cover_open);
                 });
                 if ready
                     && was_ready != Some(true)
-                    && failures_outstanding.contains(&id)
-                    && reprint_failed(&engine, &id).await
+                    && self.failures_outstanding(&id)
+                    && reprint_failed(&self.engine, &id).await
                 {
-                    failures_outstanding.remove(&id);
+                    self.set_failures_outstanding(&id, false);
                 }
                 None
             }
@@ -1230,20 +1283,22 @@ async fn route(
             };
             let name = request.command.name();
             let scanned = spec.role == Role::Scanner;
-            match engine.execute(request).await {
+            match self.engine.execute(request).await {
                 Ok(executed) if scanned => {
                     // The kiosk shows every scan's outcome.
                     if let Some(result) =
-                        crate::kiosk::accepted(&executed.outcome, &catalog, &id, now_millis())
+                        crate::kiosk::accepted(&executed.outcome, &self.catalog, &id, now_millis())
                     {
-                        let _ = scans.send(result);
+                        let _ = self.scans.send(result);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(device = %id, command = name, "refused: {e}");
                     if scanned {
-                        let _ = scans.send(crate::kiosk::refused(e.code(), &id, now_millis()));
+                        let _ = self
+                            .scans
+                            .send(crate::kiosk::refused(e.code(), &id, now_millis()));
                     }
                 }
             }
