@@ -188,7 +188,7 @@ pub struct ApiState {
     pub scans: ScanFeed,
     kiosk_per_minute: u32,
     kiosk_limiter: Mutex<RateLimiter>,
-    kiosk_clients: Option<Vec<crate::web::AddressRange>>,
+    kiosk_clients: Option<Vec<crate::config::AddressRange>>,
     /// The catalog's hyphenation points as JSON, computed once (`GET /hyphenation`).
     hyphenation: String,
 }
@@ -197,7 +197,7 @@ impl ApiState {
     /// The API's state from the catalog and `[web]`.
     pub fn new(
         catalog: Arc<Catalog>,
-        web: Option<&crate::web::WebConfig>,
+        web: Option<&crate::config::WebConfig>,
         scans: ScanFeed,
         data_dir: Option<&std::path::Path>,
     ) -> ApiState {
