@@ -2,7 +2,7 @@
 //! packages mosquitto and mosquitto-clients).
 //!
 //! A stock Mosquitto on a free port holds 50,000 bookings over 60 days as retained day
-//! snapshots (`BENCH_BOOKINGS` to change), published by `website-sim`. Then it prints:
+//! snapshots (`BENCH_BOOKINGS` to change), published by the website simulator (`leitsystem-website-sim`'s library). Then it prints:
 //! - as baseline A, how long `mosquitto_sub -C 60` takes to receive the same 60 messages;
 //! - as baseline B, how long `mosquitto_sub` takes to receive the same bookings as one
 //!   retained message per booking (the issue's own measurement: a second Mosquitto with
@@ -18,6 +18,8 @@
 //! Figures only; nothing here asserts a time.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+use leitsystem_website_sim::{self as sim, Message, SimState};
 
 #[allow(
     dead_code,
@@ -173,15 +175,8 @@ fn raw_sled(bookings: usize, dir: &std::path::Path) -> Result<Duration, Box<dyn 
     Ok(started.elapsed())
 }
 
-/// Baseline B: publishes every booking as its own retained message (the change payload of
-/// contract v1) to a Mosquitto with `max_queued_messages 0`, then times how long
-/// `mosquitto_sub` takes to receive all of them.
-fn per_booking_baseline(
-    bookings: usize,
-    dir: &std::path::Path,
-) -> Result<Duration, Box<dyn Error>> {
-    use leitsystem::sync::sim::{self, Message, SimState};
-    let broker = Broker::start(dir, "unlimited", "max_queued_messages 0\n")?;
+/// What the simulated website holds: `bookings` over [`DAYS`] days from today.
+fn website_state(bookings: usize) -> Result<SimState, Box<dyn Error>> {
     let calendar = leitsystem::clock::Calendar::new("Europe/Berlin")?;
     let start = calendar.day_of(jiff::Timestamp::now().as_millisecond());
     let services: Vec<String> = ["ausweis", "meldung", "fuehrerschein"]
@@ -193,15 +188,29 @@ fn per_booking_baseline(
         topic_root: "leitsystem/v1".to_string(),
         ..SimState::default()
     };
-    for (day, booking) in &generated {
-        state.upsert(booking.clone(), day);
+    for (day, booking) in generated {
+        state.upsert(booking, &day);
     }
-    let mut messages = Vec::with_capacity(generated.len());
-    for (day, booking) in &generated {
-        let mut message = Message::change(&state, booking, day, rumqttc::QoS::AtLeastOnce)?;
-        message.topic = format!("bench/{SITE}/booking/{}", booking.id);
-        message.retain = true;
-        messages.push(message);
+    Ok(state)
+}
+
+/// Baseline B: publishes every booking as its own retained message (the change payload of
+/// contract v1) to a Mosquitto with `max_queued_messages 0`, then times how long
+/// `mosquitto_sub` takes to receive all of them.
+fn per_booking_baseline(
+    bookings: usize,
+    dir: &std::path::Path,
+) -> Result<Duration, Box<dyn Error>> {
+    let broker = Broker::start(dir, "unlimited", "max_queued_messages 0\n")?;
+    let state = website_state(bookings)?;
+    let mut messages = Vec::with_capacity(bookings);
+    for (day, bookings_of_day) in &state.days {
+        for booking in bookings_of_day.values() {
+            let mut message = Message::change(&state, booking, day, rumqttc::QoS::AtLeastOnce)?;
+            message.topic = format!("bench/{SITE}/booking/{}", booking.id);
+            message.retain = true;
+            messages.push(message);
+        }
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
@@ -233,28 +242,17 @@ fn run(
     per_booking: Duration,
     raw: Duration,
 ) -> Result<(), Box<dyn Error>> {
-    let binary = env!("CARGO_BIN_EXE_leitsystemd");
-    let status = Command::new(binary)
-        .args([
-            "website-sim",
-            "publish",
-            "--port",
-            &port.to_string(),
-            "--site",
-            SITE,
-        ])
-        .args([
-            "--bookings",
-            &bookings.to_string(),
-            "--days",
-            &DAYS.to_string(),
-        ])
-        .args(["--services", "ausweis,meldung,fuehrerschein"])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err("website-sim publish failed".into());
-    }
+    // The website's side: the same bookings as retained day snapshots, published by the
+    // website simulator's library.
+    let state = website_state(bookings)?;
+    let snapshots = state
+        .days
+        .keys()
+        .map(|day| Message::snapshot(&state, day))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    tokio::runtime::Runtime::new()?
+        .block_on(sim::publish("127.0.0.1", port, snapshots))
+        .map_err(|e| format!("publishing the day snapshots: {e:#}"))?;
 
     // Baseline: a plain subscriber receiving the same retained snapshots.
     let topic = format!("leitsystem/v1/{SITE}/bookings/day/+");

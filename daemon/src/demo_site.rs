@@ -184,7 +184,7 @@ impl DemoSite {
         let qr = leitsystem::token::qr_for(&code)
             .map_err(|e| anyhow::anyhow!("cannot make the QR code: {e}"))?;
         let png = self.files.join("DEMO-2.png");
-        std::fs::write(&png, leitsystem::sync::sim::qr_png(&qr)?)
+        std::fs::write(&png, leitsystem::token::qr_png(&qr)?)
             .with_context(|| format!("writing {}", png.display()))?;
         let note = current_note(default_data_dir);
         if let Some(parent) = note.parent() {

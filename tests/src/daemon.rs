@@ -20,16 +20,26 @@ use leitsystem::plugin_host::DeviceHealth;
 /// `tests/run` (and `.ci/run`) build it before the tests; when run by hand, build it with
 /// `cargo build -p leitsystemd` first.
 pub fn daemon_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("leitsystemd", "leitsystemd")
+}
+
+/// The website simulator built next to the daemon (`cargo build -p leitsystem-website-sim`).
+pub fn website_sim_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("leitsystem-website-sim", "leitsystem-website-sim")
+}
+
+/// Binary `name` of package `package` in the target directory of the running test.
+fn workspace_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/<test> -> target/<profile>/leitsystemd
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .context("the test binary has no target directory")?;
-    let binary = profile_dir.join("leitsystemd");
+    let binary = profile_dir.join(name);
     if !binary.is_file() {
         bail!(
-            "{} is missing: build the daemon first with `cargo build -p leitsystemd` \
+            "{} is missing: build it first with `cargo build -p {package}` \
              (the README's test command does this)",
             binary.display()
         );

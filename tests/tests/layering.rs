@@ -130,3 +130,22 @@ fn the_store_builds_on_the_core_and_sled_only() -> anyhow::Result<()> {
     assert!(!closure(&graph, "leitsystem-core").contains("leitsystem-store"));
     Ok(())
 }
+
+#[test]
+fn the_website_simulator_stays_out_of_the_appliance() -> anyhow::Result<()> {
+    let graph = dependency_graph()?;
+    let daemon = closure(&graph, "leitsystemd");
+    assert!(
+        !daemon.contains("leitsystem-website-sim"),
+        "the appliance ships the website simulator: {daemon:?}"
+    );
+    let sim = closure(&graph, "leitsystem-website-sim");
+    assert!(sim.contains("leitsystem-core"), "{sim:?}");
+    for appliance_only in ["leitsystemd", "leitsystem-store", "sled", "warp"] {
+        assert!(
+            !sim.contains(appliance_only),
+            "the website simulator depends on {appliance_only}"
+        );
+    }
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! The booking sync against a real Mosquitto (default limits) on 127.0.0.1, driven by
-//! `leitsystemd website-sim`: many bookings with duplicate, out-of-order, cancelled and deleted
+//! `leitsystem-website-sim`: many bookings with duplicate, out-of-order, cancelled and deleted
 //! versions; 50,000 bookings into a fresh appliance plus a lost change repaired by the day
 //! digests; the broker restarted mid-load with every event delivered once by seq; the daemon
 //! SIGKILLed between receiving and acknowledging.
@@ -14,12 +14,12 @@ use leitsystem::control::ControlRequest;
 use leitsystem::domain::{BookingStatus, Command, DeskId, Event, EventRecord, Outcome, ServiceId};
 use leitsystem::sync::SyncView;
 use leitsystem::sync::contract::EventBatch;
-use leitsystem::sync::sim::{Message, SimState};
 use leitsystem_tests::daemon::{
-    Daemon, all_events, assert_consistent, daemon_binary, execute, free_port, http_get, request,
-    wait_for, walk_in, write_demo_config,
+    Daemon, all_events, assert_consistent, execute, free_port, http_get, request, wait_for,
+    walk_in, website_sim_binary, write_demo_config,
 };
 use leitsystem_tests::mosquitto::{Mosquitto, TestPki, mosquitto_pub_binary, password_listener};
+use leitsystem_website_sim::{Message, SimState};
 
 const SITE: &str = "musterstadt-rathaus";
 const SERVICES: &str = "ausweis,meldung,fuehrerschein";
@@ -73,11 +73,10 @@ impl Setup {
         Daemon::start(&self.config, &self.data, &[])
     }
 
-    /// Runs `leitsystemd website-sim <args> --port <broker>`.
+    /// Runs `leitsystem-website-sim <args> --port <broker>`.
     fn sim(&self, args: &[&str]) -> anyhow::Result<String> {
         let port = self.broker.port.to_string();
-        let output = std::process::Command::new(daemon_binary()?)
-            .arg("website-sim")
+        let output = std::process::Command::new(website_sim_binary()?)
             .args(args)
             .args(["--port", &port])
             .env("RUST_LOG", "warn")

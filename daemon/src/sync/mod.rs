@@ -23,7 +23,6 @@ pub use leitsystem_core::contract;
 #[cfg(test)]
 mod contract_schema_tests;
 pub mod outbox;
-pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;

@@ -494,5 +494,48 @@ fn parse_token(bytes: &[u8]) -> Result<ParsedToken<'_>, TokenError> {
     })
 }
 
+/// Why a QR code could not be drawn as PNG.
+#[derive(Debug, thiserror::Error)]
+pub enum QrPngError {
+    /// More pixels than a PNG side holds.
+    #[error("the QR code is too large for a PNG")]
+    TooLarge,
+    /// The PNG encoder failed.
+    #[error("PNG encoding failed: {0}")]
+    Png(#[from] png::EncodingError),
+}
+
+/// Renders a QR code as PNG: 4 pixels per module, a quiet zone of 4 modules.
+pub fn qr_png(code: &qrcode::QrCode) -> Result<Vec<u8>, QrPngError> {
+    const SCALE: usize = 4;
+    const QUIET: usize = 4;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 2 * QUIET) * SCALE;
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
+        for dy in 0..SCALE {
+            let row = (my * SCALE + dy) * side;
+            for dx in 0..SCALE {
+                pixels[row + mx * SCALE + dx] = 0;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let side = u32::try_from(side).map_err(|_| QrPngError::TooLarge)?;
+        let mut encoder = png::Encoder::new(&mut out, side, side);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

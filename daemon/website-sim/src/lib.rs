@@ -1,4 +1,4 @@
-//! The website simulator behind `leitsystemd website-sim`: generates bookings, keeps what it
+//! The website simulator behind `leitsystem-website-sim`: generates bookings, keeps what it
 //! published in a JSON state file, and publishes day snapshots and changes by contract v1 —
 //! for the demo, the tests and the city's developers (it is also a reference for the
 //! website's side of the contract).
@@ -13,11 +13,11 @@ use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use serde::{Deserialize, Serialize};
 
-use super::contract::{
+use leitsystem_core::clock::Calendar;
+use leitsystem_core::contract::{
     BookingChange, CONTRACT_VERSION, DaySnapshot, Topics, WireBooking, WirePersonal, WireStatus,
     day_digest,
 };
-use crate::clock::Calendar;
 
 /// What the simulated website has published: every booking by local day.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,7 +157,8 @@ impl Message {
     /// The retained QoS 1 snapshot of `day`.
     pub fn snapshot(state: &SimState, day: &str) -> anyhow::Result<Message> {
         let topics = Topics::new(&state.topic_root, &state.site);
-        let day_date: Date = super::contract::parse_day(day).map_err(anyhow::Error::msg)?;
+        let day_date: Date =
+            leitsystem_core::contract::parse_day(day).map_err(anyhow::Error::msg)?;
         Ok(Message {
             topic: topics.day(day_date),
             payload: serde_json::to_vec(&state.snapshot(day))?,
@@ -248,36 +249,4 @@ pub async fn publish(host: &str, port: u16, messages: Vec<Message>) -> anyhow::R
     })
     .await;
     Ok(())
-}
-
-/// Renders a QR code as PNG: 4 pixels per module, a quiet zone of 4 modules.
-pub fn qr_png(code: &qrcode::QrCode) -> anyhow::Result<Vec<u8>> {
-    const SCALE: usize = 4;
-    const QUIET: usize = 4;
-    let modules = code.width();
-    let colors = code.to_colors();
-    let side = (modules + 2 * QUIET) * SCALE;
-    let mut pixels = vec![255u8; side * side];
-    for (i, color) in colors.iter().enumerate() {
-        if *color != qrcode::Color::Dark {
-            continue;
-        }
-        let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
-        for dy in 0..SCALE {
-            let row = (my * SCALE + dy) * side;
-            for dx in 0..SCALE {
-                pixels[row + mx * SCALE + dx] = 0;
-            }
-        }
-    }
-    let mut out = Vec::new();
-    {
-        let side = u32::try_from(side)?;
-        let mut encoder = png::Encoder::new(&mut out, side, side);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&pixels)?;
-    }
-    Ok(out)
 }
