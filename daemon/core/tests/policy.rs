@@ -1016,3 +1016,82 @@ fn the_websites_booking_replaces_the_one_a_signed_code_vouched_for() {
         Ok(Outcome::BookingIgnored { .. })
     ));
 }
+
+#[test]
+fn a_visitor_forwarded_to_a_desk_waits_for_that_desk_during_the_grace_only() {
+    // Desks 3 and 4 both serve driving licences; the named-desk grace is 10 minutes.
+    let mut sim = Sim::new();
+    sim.open("3");
+    sim.open("4");
+    let ticket = sim.walk_in("fuehrerschein");
+    assert_eq!(sim.next("3"), ticket);
+    sim.ok(Command::StartService {
+        desk: DeskId::new("3"),
+    });
+    sim.ok(Command::Forward {
+        desk: DeskId::new("3"),
+        target: ForwardTarget::Desk(DeskId::new("4")),
+    });
+    sim.at("08:09");
+    assert!(
+        matches!(
+            sim.next_result("3"),
+            Err(CommandError::NothingWaiting { .. })
+        ),
+        "desk 3 took a visitor sent to desk 4 within the grace"
+    );
+    sim.at("08:11");
+    assert_eq!(sim.next("3"), ticket, "after the grace any desk may call");
+}
+
+#[test]
+fn a_resumed_visitor_goes_to_any_desk_once_the_grace_is_over() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.open("2");
+    let parked = sim.walk_in("ausweis");
+    assert_eq!(sim.next("1"), parked);
+    sim.ok(Command::StartService {
+        desk: DeskId::new("1"),
+    });
+    sim.ok(Command::Park {
+        desk: DeskId::new("1"),
+    });
+    sim.ok(Command::Resume {
+        ticket: TicketNumber::new(&parked),
+    });
+    sim.at("08:09");
+    assert!(matches!(
+        sim.next_result("2"),
+        Err(CommandError::NothingWaiting { .. })
+    ));
+    sim.at("08:11");
+    assert_eq!(sim.next("2"), parked);
+}
+
+#[test]
+fn a_raised_priority_is_called_first_and_the_same_priority_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    let first = sim.walk_in("ausweis");
+    let second = sim.walk_in("ausweis");
+    let logged = sim.log().len();
+    assert_eq!(
+        sim.ok(Command::SetPriority {
+            ticket: TicketNumber::new(&first),
+            priority: 1,
+        }),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        sim.log().len(),
+        logged,
+        "an unchanged priority logged an event"
+    );
+    sim.ok(Command::SetPriority {
+        ticket: TicketNumber::new(&second),
+        priority: 3,
+    });
+    assert_eq!(sim.ticket(&second).priority, 3);
+    assert_eq!(sim.next("1"), second);
+}
