@@ -1095,3 +1095,17 @@ fn a_raised_priority_is_called_first_and_the_same_priority_changes_nothing() {
     assert_eq!(sim.ticket(&second).priority, 3);
     assert_eq!(sim.next("1"), second);
 }
+
+#[test]
+fn the_wait_estimate_is_the_visitors_ahead_times_the_service_time_over_the_open_desks() {
+    // `meldung` is expected to take 8 minutes until a visit is measured; desks 1 to 4 serve it.
+    let mut sim = Sim::new();
+    sim.open("1");
+    for _ in 0..3 {
+        sim.walk_in("meldung");
+    }
+    let wait = |sim: &Sim| sim.engine.estimated_wait(&ServiceId::new("meldung")) / MINUTE;
+    assert_eq!(wait(&sim), 24, "3 ahead × 8 min at one open desk");
+    sim.open("2");
+    assert_eq!(wait(&sim), 12, "3 ahead × 8 min over two open desks");
+}
