@@ -1109,3 +1109,43 @@ fn the_wait_estimate_is_the_visitors_ahead_times_the_service_time_over_the_open_
     sim.open("2");
     assert_eq!(wait(&sim), 12, "3 ahead × 8 min over two open desks");
 }
+
+#[test]
+fn the_invariant_check_finds_a_desk_holding_a_waiting_ticket_and_meta_mirrors_the_state() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    sim.ok(Command::SilentAlarm {
+        desk: DeskId::new("1"),
+    });
+    let ticket = sim.walk_in("ausweis");
+    assert_eq!(sim.state().check_invariants(), Ok(()));
+    let mut broken = sim.state().clone();
+    if let Some(desk) = broken.desks.get_mut(&DeskId::new("1")) {
+        desk.current = Some(TicketNumber::new(&ticket));
+    }
+    let problems = broken.check_invariants().err().unwrap_or_default();
+    assert!(
+        problems.iter().any(|p| p.contains("holds ticket")),
+        "a desk holding a waiting ticket went unnoticed: {problems:?}"
+    );
+
+    let state = sim.state();
+    let meta = state.meta();
+    assert!(meta.last_seq > 0 && !meta.counters.is_empty() && !meta.alarms.is_empty());
+    assert_eq!(
+        (
+            meta.day,
+            meta.clock,
+            meta.last_seq,
+            &meta.counters,
+            &meta.alarms
+        ),
+        (
+            state.day,
+            state.clock,
+            state.last_seq,
+            &state.counters,
+            &state.alarms
+        )
+    );
+}
