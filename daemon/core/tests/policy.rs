@@ -1149,3 +1149,39 @@ fn the_invariant_check_finds_a_desk_holding_a_waiting_ticket_and_meta_mirrors_th
         )
     );
 }
+
+#[test]
+fn waiting_counts_are_per_service_and_drop_as_visitors_are_called() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    for (at, service) in [
+        ("08:01", "meldung"),
+        ("08:02", "meldung"),
+        ("08:03", "meldung"),
+        ("08:04", "ausweis"),
+    ] {
+        sim.at(at);
+        sim.walk_in(service);
+    }
+    let counts = |sim: &Sim| {
+        let counts = sim.state().waiting_counts();
+        let of = |service: &str| counts.get(&ServiceId::new(service)).copied();
+        (of("meldung"), of("ausweis"), of("fuehrerschein"))
+    };
+    assert_eq!(counts(&sim), (Some(3), Some(1), None));
+    sim.next("1");
+    assert_eq!(counts(&sim), (Some(2), Some(1), None));
+}
+
+#[test]
+fn a_new_day_drops_the_bookings_of_past_days_and_keeps_the_coming_ones() {
+    let mut sim = Sim::new();
+    sim.book("BK-TODAY", "meldung", "10:00", None);
+    let tomorrow_slot = local_instant("2026-06-16", "09:00");
+    sim.book_at("BK-TOMORROW", "meldung", tomorrow_slot, None);
+    assert_eq!(sim.state().bookings.len(), 2);
+    sim.now = local_instant("2026-06-16", "07:00");
+    sim.walk_in("meldung");
+    let kept: Vec<&str> = sim.state().bookings.keys().map(|id| id.as_str()).collect();
+    assert_eq!(kept, vec!["BK-TOMORROW"]);
+}
