@@ -1185,3 +1185,52 @@ fn a_new_day_drops_the_bookings_of_past_days_and_keeps_the_coming_ones() {
     let kept: Vec<&str> = sim.state().bookings.keys().map(|id| id.as_str()).collect();
     assert_eq!(kept, vec!["BK-TOMORROW"]);
 }
+
+#[test]
+fn booking_ids_slots_and_durations_are_checked_at_their_bounds() {
+    let mut sim = Sim::new();
+    let slot = sim.local("10:00");
+    let upsert =
+        |sim: &mut Sim, input: BookingInput| sim.run(Command::UpsertBooking { booking: input });
+    let invalid = |answer: &Result<Outcome, CommandError>| {
+        matches!(answer, Err(CommandError::InvalidBooking { .. }))
+    };
+    let refused = |answer: &Result<Outcome, CommandError>| {
+        matches!(answer, Ok(Outcome::BookingRefused { .. }))
+    };
+    // Ids of 1 to 128 characters.
+    assert!(invalid(&upsert(
+        &mut sim,
+        booking_input("", 1, "meldung", slot, None)
+    )));
+    let longest = "x".repeat(128);
+    let answer = upsert(&mut sim, booking_input(&longest, 1, "meldung", slot, None));
+    assert!(answer.is_ok() && !refused(&answer), "{answer:?}");
+    let too_long = "y".repeat(129);
+    assert!(invalid(&upsert(
+        &mut sim,
+        booking_input(&too_long, 1, "meldung", slot, None)
+    )));
+    // Durations of 1 to 480 minutes; others are stored as refused.
+    for (id, minutes, expect_refused) in
+        [("d0", 0, true), ("d480", 480, false), ("d481", 481, true)]
+    {
+        let mut input = booking_input(id, 1, "meldung", slot, None);
+        input.duration_minutes = minutes;
+        let answer = upsert(&mut sim, input);
+        assert_eq!(
+            refused(&answer),
+            expect_refused,
+            "{minutes} min: {answer:?}"
+        );
+        assert!(answer.is_ok(), "{minutes} min: {answer:?}");
+    }
+    // Slots up to 400 days after the start of today.
+    let today = sim.engine.catalog().calendar.day_of(sim.now);
+    let limit = sim.engine.catalog().calendar.start_of_day(today) + 400 * 24 * 60 * MINUTE;
+    assert!(upsert(&mut sim, booking_input("far", 1, "meldung", limit, None)).is_ok());
+    assert!(invalid(&upsert(
+        &mut sim,
+        booking_input("too-far", 1, "meldung", limit + 1, None)
+    )));
+}
