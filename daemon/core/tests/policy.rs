@@ -1234,3 +1234,23 @@ fn booking_ids_slots_and_durations_are_checked_at_their_bounds() {
         booking_input("too-far", 1, "meldung", limit + 1, None)
     )));
 }
+
+#[test]
+fn measured_service_times_count_the_visits_and_weigh_the_newest_by_a_quarter() {
+    let mut sim = Sim::new();
+    sim.open("1");
+    let desk = || DeskId::new("1");
+    for (start, done) in [("08:00", "08:10"), ("08:10", "08:16")] {
+        sim.at(start);
+        sim.walk_in("meldung");
+        sim.next("1");
+        sim.ok(Command::StartService { desk: desk() });
+        sim.at(done);
+        sim.ok(Command::Finish { desk: desk() });
+    }
+    let stats = &sim.state().stats[&ServiceId::new("meldung")];
+    assert_eq!(stats.served_today, 2);
+    assert_eq!(stats.service_ms_today, 16 * MINUTE);
+    // First visit 10 min; then (3 × 10 + 6) / 4 = 9 min.
+    assert_eq!(stats.mean_service_ms, Some(9 * MINUTE));
+}
