@@ -1254,3 +1254,29 @@ fn measured_service_times_count_the_visits_and_weigh_the_newest_by_a_quarter() {
     // First visit 10 min; then (3 × 10 + 6) / 4 = 9 min.
     assert_eq!(stats.mean_service_ms, Some(9 * MINUTE));
 }
+
+#[test]
+fn personal_data_is_written_for_a_booked_visit_only_and_erased_when_it_is_cancelled() {
+    let mut sim = Sim::new();
+    let slot = sim.local("10:00");
+    sim.ok(Command::UpsertBooking {
+        booking: booking_input("p1", 1, "meldung", slot, None),
+    });
+    let booked = sim.commits.last().cloned().unwrap_or_default();
+    assert_eq!(
+        booked.personal.len(),
+        1,
+        "the name of a booked visit is kept"
+    );
+    assert!(booked.erase_personal.is_empty());
+
+    let mut cancelled = booking_input("p1", 2, "meldung", slot, None);
+    cancelled.status = BookingStatus::Cancelled;
+    sim.ok(Command::UpsertBooking { booking: cancelled });
+    let commit = sim.commits.last().cloned().unwrap_or_default();
+    assert!(
+        commit.personal.is_empty(),
+        "a cancelled booking wrote personal data"
+    );
+    assert_eq!(commit.erase_personal, vec![BookingId::new("p1")]);
+}
