@@ -2,11 +2,6 @@
 //! website's developers: keys, signed check-in codes and their QR codes, bookings published to
 //! the broker by contract v1 (`daemon/docs/mqtt.md`). Not part of the appliance.
 
-#![allow(
-    clippy::print_stdout,
-    reason = "a command-line tool prints its results"
-)]
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
