@@ -50,17 +50,23 @@ fn workspace_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
 /// Writes the demo config without its simulated devices, with `data_dir` as its data
 /// directory; returns its path.
 pub fn write_demo_config(dir: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let core = leitsystem::config::DEMO_CONFIG
-        .split("# --- devices ---")
-        .next()
-        .unwrap_or_default();
-    let text = core.replace(
-        "data_dir = \"/var/lib/leitsystem\"",
-        &format!("data_dir = \"{}\"", data_dir.display()),
-    );
+    let text = demo_config_text(&data_dir.display().to_string());
     let path = dir.join("leitsystem.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// The demo config's text without its simulated devices, with `data_dir` as its data
+/// directory.
+pub fn demo_config_text(data_dir: &str) -> String {
+    leitsystem::config::DEMO_CONFIG
+        .split("# --- devices ---")
+        .next()
+        .unwrap_or_default()
+        .replace(
+            "data_dir = \"/var/lib/leitsystem\"",
+            &format!("data_dir = \"{data_dir}\""),
+        )
 }
 
 /// A running daemon.

@@ -380,6 +380,12 @@ enum Link {
         port: u16,
         acceptor: Option<Worker>,
     },
+    /// The printer's own end of a USB link, e.g. the printer gadget's `/dev/g_printer0` on the
+    /// hardware rig: opened again whenever it fails (the USB cable pulled and plugged back).
+    Device {
+        path: PathBuf,
+        reader: Option<Worker>,
+    },
 }
 
 /// An emulated ESC/POS printer: records every byte a driver sends and answers `DLE EOT n`
@@ -427,18 +433,60 @@ impl PrinterEmulator {
         Ok(emulator)
     }
 
+    /// A printer on the device side of a USB link (the Linux printer gadget's
+    /// `/dev/g_printer0`): the driver writes to the host's `/dev/usb/lp0`, and the bytes and
+    /// status answers travel through the kernel's usblp and g_printer drivers.
+    pub fn device(path: &Path) -> anyhow::Result<Self> {
+        let mut emulator = PrinterEmulator {
+            shared: Arc::default(),
+            link: Link::Device {
+                path: path.to_path_buf(),
+                reader: None,
+            },
+        };
+        emulator.start_device_reader()?;
+        Ok(emulator)
+    }
+
+    /// Serves the device file until stopped, opening it again after each failure.
+    fn start_device_reader(&mut self) -> anyhow::Result<()> {
+        let Link::Device { path, reader } = &mut self.link else {
+            bail!("not a device printer");
+        };
+        let path = path.clone();
+        let shared = Arc::clone(&self.shared);
+        *reader = Some(Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
+                let file = std::fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                    .open(&path);
+                match file {
+                    Ok(file) => {
+                        shared.lock().connections += 1;
+                        serve(file, &shared, &stop);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(POLL_MS as u64)),
+                }
+                std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+            }
+        }));
+        Ok(())
+    }
+
     /// The device file a driver opens (pseudo terminal only).
     pub fn device_path(&self) -> Option<PathBuf> {
         match &self.link {
             Link::Pty { dir, .. } => Some(dir.join("printer")),
-            Link::Tcp { .. } => None,
+            Link::Tcp { .. } | Link::Device { .. } => None,
         }
     }
 
     /// The TCP port (network printer only).
     pub fn port(&self) -> Option<u16> {
         match &self.link {
-            Link::Pty { .. } => None,
+            Link::Pty { .. } | Link::Device { .. } => None,
             Link::Tcp { port, .. } => Some(*port),
         }
     }
@@ -543,6 +591,11 @@ impl PrinterEmulator {
                     acceptor.stop();
                 }
             }
+            Link::Device { reader, .. } => {
+                if let Some(mut reader) = reader.take() {
+                    reader.stop();
+                }
+            }
         }
         Ok(())
     }
@@ -553,6 +606,7 @@ impl PrinterEmulator {
         self.unplug()?;
         match &self.link {
             Link::Pty { .. } => self.plug(),
+            Link::Device { .. } => self.start_device_reader(),
             Link::Tcp { port, .. } => {
                 let port = *port;
                 let listener = TcpListener::bind(("127.0.0.1", port))

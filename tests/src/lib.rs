@@ -5,5 +5,6 @@ pub mod escpos;
 pub mod load;
 pub mod mosquitto;
 pub mod powercut;
+pub mod rig;
 pub mod serial;
 pub mod site;
