@@ -148,15 +148,22 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
     };
     let token = sign(&claims, SITE, &key)?;
     rig.set_clock(morning.timestamp())?;
-    // The demo's own [tokens] (plain booking ids accepted) gives way to the website's key.
+    // The website's key besides the demo's plain booking ids.
     rig.start_daemon_edited("hid-de", &hid_scanner("de"), |text| {
         text.replacen(
             "[tokens]\naccept_unsigned = true\n",
-            &format!("[tokens]\nkeys = [{{ id = 3, public_key = \"{public}\" }}]\n"),
+            &format!(
+                "[tokens]\naccept_unsigned = true\n\
+                 keys = [{{ id = 3, public_key = \"{public}\" }}]\n"
+            ),
             1,
         )
     })?;
     rig.wait_connected("foyer-scanner", true)?;
+    // A plain booking id whose y, z and - are on other keys than in the US layout.
+    book(&mut rig, "BK-YZ-DE", "meldung")?;
+    rig.type_text("BK-YZ-DE", Layout::De, Some(ENTER))?;
+    wait_checked_in(&mut rig, "BK-YZ-DE")?;
     rig.type_text(
         &format!("https://termine.musterstadt.de/c/{token}"),
         Layout::De,
@@ -177,7 +184,209 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
     let token = sign(&claims, SITE, &key)?;
     rig.type_text(&token, Layout::De, Some(ENTER))?;
     wait_checked_in(&mut rig, "BK-REPLUG")?;
+    assert_eq!(tickets(&mut rig)?.len(), 3);
+    rig.stop_daemon()?;
+    Ok(())
+}
+
+#[test]
+fn a_usb_serial_scanner_checks_visitors_in_through_cdc_acm_and_survives_a_replug_mid_code()
+-> anyhow::Result<()> {
+    let (_guard, mut rig) = boot()?;
+    rig.start_daemon(
+        "acm",
+        &device_entry(
+            "desk-scanner",
+            "libleitsystem_serial_scanner.so",
+            "scanner",
+            "device = \"/dev/ttyACM0\", aim_prefix = \"strip\", reconnect_max_ms = 500",
+        ),
+    )?;
+    rig.wait_connected("desk-scanner", true)?;
+    // A code with the AIM prefix for QR and CR LF, in two bursts as a scanner sends it.
+    book(&mut rig, "BK-ACM-1", "meldung")?;
+    rig.serial_send(b"]Q1BK-A")?;
+    rig.serial_send(b"CM-1\r\n")?;
+    wait_checked_in(&mut rig, "BK-ACM-1")?;
+
+    // Unplugged in the middle of a code: shown disconnected; plugged back in (cdc_acm makes
+    // /dev/ttyACM0 anew), connected, and the next code is read whole, without the half one.
+    book(&mut rig, "BK-ACM-2", "meldung")?;
+    rig.serial_send(b"BK-AC")?;
+    rig.unplug(Gadget::Serial)?;
+    rig.wait_connected("desk-scanner", false)?;
+    rig.plug(Gadget::Serial)?;
+    rig.wait_connected("desk-scanner", true)?;
+    rig.serial_send(b"BK-ACM-2\r\n")?;
+    wait_checked_in(&mut rig, "BK-ACM-2")?;
     assert_eq!(tickets(&mut rig)?.len(), 2);
+    rig.stop_daemon()?;
+    Ok(())
+}
+
+/// An ESC/POS printer at the foyer terminal, on `transport` (the rest of the options).
+fn escpos_printer(transport: &str) -> String {
+    device_entry(
+        "printer",
+        "libleitsystem_escpos_printer.so",
+        "printer",
+        &format!("{transport}, status_interval_ms = 200, reconnect_max_ms = 500"),
+    )
+}
+
+/// Pulls a walk-in ticket; its number.
+fn walk_in(rig: &mut Rig) -> anyhow::Result<String> {
+    match rig.execute(EngineCommand::WalkIn {
+        service: ServiceId::new("meldung"),
+        priority: 1,
+    })? {
+        Outcome::TicketIssued { ticket, .. } => Ok(ticket.to_string()),
+        other => bail!("walk-in answered {other:?}"),
+    }
+}
+
+/// Waits until ticket `number` is printed (`printed`) or its print failed; the ticket.
+fn wait_print(rig: &mut Rig, number: &str, printed: bool) -> anyhow::Result<Ticket> {
+    let started = Instant::now();
+    loop {
+        if let Some(ticket) = tickets(rig)?
+            .into_iter()
+            .find(|t| t.number.as_str() == number)
+        {
+            let done = match &ticket.print {
+                PrintState::Printed { .. } => printed,
+                PrintState::Failed { .. } => !printed,
+                PrintState::Pending => false,
+            };
+            if done {
+                return Ok(ticket);
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "ticket {number} was not {} within 30 s; daemon log:\n{}",
+                if printed { "printed" } else { "refused" },
+                rig.daemon_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The tickets in a capture: from each initialise (`ESC @`) to the end of its cut
+/// (`GS V 66 0`), without the status queries between jobs.
+fn jobs(capture: &[u8]) -> Vec<Vec<u8>> {
+    let mut jobs = Vec::new();
+    let mut at = 0;
+    while let Some(start) = find(&capture[at..], &[0x1b, 0x40]).map(|i| at + i) {
+        let Some(cut) = find(&capture[start..], &[0x1d, 0x56, 0x42, 0x00]) else {
+            break;
+        };
+        let end = start + cut + 4;
+        jobs.push(capture[start..end].to_vec());
+        at = end;
+    }
+    jobs
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_through_usblp()
+-> anyhow::Result<()> {
+    let (_guard, mut rig) = boot()?;
+    let out = artifacts("rig-printer")?;
+
+    // Over USB: the driver writes to /dev/usb/lp0 and reads the status answers back from it.
+    rig.start_daemon("usb", &escpos_printer("transport = \"usb\""))?;
+    rig.wait_connected("printer", true)?;
+    let number = walk_in(&mut rig)?;
+    wait_print(&mut rig, &number, true)?;
+    let usb = rig.printer_take(PrinterLink::Usb)?;
+    std::fs::write(out.join("usb.bin"), &usb)?;
+    let usb_jobs = jobs(&usb);
+    assert_eq!(usb_jobs.len(), 1, "one ticket, one job: {usb:02x?}");
+
+    // The independent parser (npos) reads the ticket: its number and its cut.
+    let parsed = npos_parse(&out.join("usb.bin"), &out.join("usb"))?;
+    assert_eq!(parsed.jobs.len(), 1, "{parsed:?}");
+    assert!(
+        parsed.jobs[0].lines.iter().any(|l| l.trim() == number),
+        "ticket {number} not printed: {:?}",
+        parsed.jobs[0].lines
+    );
+
+    // Paper out (the ESC/POS status byte through usblp): the print fails, nothing of the
+    // ticket is sent, the ticket stays valid; paper back: reprinted by itself, once.
+    rig.printer_sensors("out", false)?;
+    let started = Instant::now();
+    while rig
+        .devices()?
+        .iter()
+        .find(|d| d.id == "printer")
+        .and_then(|d| d.paper.clone())
+        .as_deref()
+        != Some("out")
+    {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("paper out not seen; daemon log:\n{}", rig.daemon_log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused = walk_in(&mut rig)?;
+    let failed = wait_print(&mut rig, &refused, false)?;
+    let PrintState::Failed { reason, .. } = &failed.print else {
+        bail!("not failed: {:?}", failed.print);
+    };
+    assert!(reason.contains("paper out"), "{reason}");
+    assert!(
+        jobs(&rig.printer_take(PrinterLink::Usb)?).is_empty(),
+        "a job was sent while the paper was out"
+    );
+    rig.printer_sensors("ok", false)?;
+    wait_print(&mut rig, &refused, true)?;
+    // Time for a second, wrong reprint to arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    let reprint = rig.printer_take(PrinterLink::Usb)?;
+    std::fs::write(out.join("usb-reprint.bin"), &reprint)?;
+    let reprinted = npos_parse(&out.join("usb-reprint.bin"), &out.join("usb-reprint"))?;
+    assert_eq!(
+        reprinted
+            .jobs
+            .iter()
+            .filter(|j| j.lines.iter().any(|l| l.trim() == refused))
+            .count(),
+        1,
+        "ticket {refused} is to be reprinted exactly once: {reprinted:?}"
+    );
+    rig.stop_daemon()?;
+
+    // The same first ticket over TCP (the same clock, a fresh day): the same bytes.
+    let port = rig.tcp_printer_port()?;
+    rig.set_clock(morning()?.timestamp())?;
+    rig.start_daemon(
+        "tcp",
+        &escpos_printer(&format!(
+            "transport = \"tcp\", host = \"127.0.0.1\", port = {port}"
+        )),
+    )?;
+    rig.wait_connected("printer", true)?;
+    let tcp_number = walk_in(&mut rig)?;
+    assert_eq!(tcp_number, number);
+    wait_print(&mut rig, &tcp_number, true)?;
+    let tcp = rig.printer_take(PrinterLink::Tcp)?;
+    std::fs::write(out.join("tcp.bin"), &tcp)?;
+    let tcp_jobs = jobs(&tcp);
+    assert_eq!(tcp_jobs.len(), 1, "{tcp:02x?}");
+    assert!(
+        usb_jobs[0] == tcp_jobs[0],
+        "the ticket's bytes differ between USB ({} bytes) and TCP ({} bytes); see {}",
+        usb_jobs[0].len(),
+        tcp_jobs[0].len(),
+        out.display()
+    );
     rig.stop_daemon()?;
     Ok(())
 }

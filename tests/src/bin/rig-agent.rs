@@ -16,9 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use leitsystem_tests::escpos::{Paper, PrinterEmulator};
-use leitsystem_tests::rig::protocol::{
-    HELLO, PrinterLink, Request, Response, from_hex, to_hex,
-};
+use leitsystem_tests::rig::protocol::{HELLO, PrinterLink, Request, Response, from_hex, to_hex};
 
 /// A key watcher: its stop flag, its count and its thread.
 struct Watcher {
@@ -35,14 +33,17 @@ struct Agent {
     watcher: Option<Watcher>,
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let Some(port) = std::env::args().nth(1) else {
         eprintln!("usage: rig-agent /dev/vportNpM");
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     };
-    if let Err(e) = run(&port) {
-        eprintln!("rig-agent: {e}");
-        std::process::exit(1);
+    match run(&port) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rig-agent: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -270,7 +271,10 @@ fn wait_ready(fd: i32, events: libc::c_short, deadline: Instant) -> Result<bool,
         }
         if ready > 0 {
             if pollfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(format!("the device hung up (revents {:#x})", pollfd.revents));
+                return Err(format!(
+                    "the device hung up (revents {:#x})",
+                    pollfd.revents
+                ));
             }
             return Ok(true);
         }

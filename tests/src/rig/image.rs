@@ -84,7 +84,11 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     let mut cpio = Cpio::default();
     let repo = crate::escpos::repo_root();
     cpio.file("init", &std::fs::read(repo.join("tests/rig/init"))?, 0o755)?;
-    cpio.file("rig/gadget", &std::fs::read(repo.join("tests/rig/gadget"))?, 0o755)?;
+    cpio.file(
+        "rig/gadget",
+        &std::fs::read(repo.join("tests/rig/gadget"))?,
+        0o755,
+    )?;
     for dir in ["proc", "sys", "dev", "tmp", "run", "data", "etc"] {
         cpio.dir(dir)?;
     }
@@ -104,7 +108,11 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     let mut load = String::new();
     for name in &order {
         let path = &index[name];
-        cpio.file(&format!("lib/modules/{name}.ko"), &std::fs::read(path)?, 0o644)?;
+        cpio.file(
+            &format!("lib/modules/{name}.ko"),
+            &std::fs::read(path)?,
+            0o644,
+        )?;
         let params = MODULES
             .iter()
             .find(|(n, _)| n == name)
@@ -118,11 +126,17 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     let staging = out.with_extension("staging");
     std::fs::create_dir_all(&staging)?;
     let mut executables: Vec<(PathBuf, String)> = vec![
-        (build.join("leitsystemd"), "opt/leitsystem/leitsystemd".into()),
+        (
+            build.join("leitsystemd"),
+            "opt/leitsystem/leitsystemd".into(),
+        ),
         (agent.to_path_buf(), "bin/rig-agent".into()),
     ];
     for plugin in PLUGINS {
-        executables.push((build.join(plugin), format!("opt/leitsystem/plugins/{plugin}")));
+        executables.push((
+            build.join(plugin),
+            format!("opt/leitsystem/plugins/{plugin}"),
+        ));
     }
     let mut libraries: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (source, target) in &executables {
@@ -187,12 +201,16 @@ fn unpacked(cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
     let debs = cache.join("debs");
     std::fs::create_dir_all(&debs)?;
     let find = || -> Option<PathBuf> {
-        std::fs::read_dir(&debs).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+        std::fs::read_dir(&debs)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                })
             })
-        })
     };
     if find().is_none() {
         let output = Command::new("apt-get")
@@ -223,7 +241,11 @@ fn single_subdir(dir: &Path) -> anyhow::Result<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     if dirs.len() != 1 {
-        bail!("{} holds {} kernel versions, not one", dir.display(), dirs.len());
+        bail!(
+            "{} holds {} kernel versions, not one",
+            dir.display(),
+            dirs.len()
+        );
     }
     Ok(dirs.remove(0))
 }
@@ -370,12 +392,11 @@ impl Cpio {
         self.inode += 1;
         let size = u32::try_from(data.len()).context("a file over 4 GiB")?;
         let name_size = u32::try_from(name.len() + 1).context("a long name")?;
-        let fields = [
-            self.inode, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, name_size, 0,
-        ];
+        let fields = [self.inode, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, name_size, 0];
         self.bytes.extend_from_slice(b"070701");
         for field in fields {
-            self.bytes.extend_from_slice(format!("{field:08x}").as_bytes());
+            self.bytes
+                .extend_from_slice(format!("{field:08x}").as_bytes());
         }
         self.bytes.extend_from_slice(name.as_bytes());
         self.bytes.push(0);
@@ -386,7 +407,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leitsystem::control::{ControlRequest, ControlResponse};
-use leitsystem::plugin_host::DeviceHealth;
 use leitsystem::domain::{Command as EngineCommand, Outcome};
+use leitsystem::plugin_host::DeviceHealth;
 
 use crate::daemon::{build_dir, demo_config_text};
 use crate::escpos::require_tool;
@@ -101,7 +101,15 @@ impl Rig {
         let console = dir.path().join("console.log");
         let qemu = Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nic", "none"])
+            .args([
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+                "-nic",
+                "none",
+            ])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-kernel")
@@ -177,8 +185,9 @@ impl Rig {
                 "the VM closed the agent's port; console:\n{}",
                 self.console_tail()
             ),
-            Ok(_) => serde_json::from_str(&line)
-                .with_context(|| format!("the agent answered {line:?}")),
+            Ok(_) => {
+                serde_json::from_str(&line).with_context(|| format!("the agent answered {line:?}"))
+            }
             Err(e) => Err(e).with_context(|| {
                 format!(
                     "no answer from the agent within {timeout:?}; console:\n{}",
@@ -338,7 +347,11 @@ impl Rig {
             if started.elapsed() > Duration::from_secs(30) {
                 bail!(
                     "{id} did not become {} within 30 s: {devices:#?}\ndaemon log:\n{}",
-                    if connected { "connected" } else { "disconnected" },
+                    if connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
                     self.daemon_log()
                 );
             }

@@ -150,7 +150,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Hex back to bytes.
 pub fn from_hex(hex: &str) -> Result<Vec<u8>, String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("hex of odd length {}", hex.len()));
     }
     (0..hex.len())
