@@ -91,12 +91,13 @@ fn wait_checked_in(rig: &mut Rig, booking: &str) -> anyhow::Result<Ticket> {
     }
 }
 
-fn hid_scanner(layout: &str) -> String {
+/// The keyboard scanner, found by `selector` (`usb_id = ...` or `device = ...`).
+fn hid_scanner(selector: &str, layout: &str) -> String {
     device_entry(
         "foyer-scanner",
         "libleitsystem_hid_scanner.so",
         "scanner",
-        &format!("usb_id = \"{SCANNER_USB_ID}\", layout = \"{layout}\", reconnect_max_ms = 500"),
+        &format!("{selector}, layout = \"{layout}\", reconnect_max_ms = 500"),
     )
 }
 
@@ -107,7 +108,10 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
     let event_device = rig.scanner_event_device()?;
 
     // US layout: a booking id with the keys that move between layouts (y, z, -).
-    rig.start_daemon("hid-us", &hid_scanner("us"))?;
+    rig.start_daemon(
+        "hid-us",
+        &hid_scanner(&format!("usb_id = \"{SCANNER_USB_ID}\""), "us"),
+    )?;
     rig.wait_connected("foyer-scanner", true)?;
     book(&mut rig, "BK-ZY-1", "meldung")?;
     // A second, ordinary reader of the same event device: while the daemon holds its grab,
@@ -148,8 +152,10 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
     };
     let token = sign(&claims, SITE, &key)?;
     rig.set_clock(morning.timestamp())?;
-    // The website's key besides the demo's plain booking ids.
-    rig.start_daemon_edited("hid-de", &hid_scanner("de"), |text| {
+    // The website's key besides the demo's plain booking ids; the scanner by the name the
+    // packaged udev rules give it (which follows it to its new eventN after a replug).
+    let scanner = hid_scanner("device = \"/dev/leitsystem/scanner0\"", "de");
+    rig.start_daemon_edited("hid-de", &scanner, |text| {
         text.replacen(
             "[tokens]\naccept_unsigned = true\n",
             &format!(
@@ -189,6 +195,49 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
     Ok(())
 }
 
+/// What udev made of device `node`: (its properties, `ls -ln` of the node a link points to).
+fn udev_view(rig: &mut Rig, node: &str) -> anyhow::Result<(String, String)> {
+    let properties = rig.shell(&format!("udevadm info --query=property --name={node}"))?;
+    // Numeric: busybox cuts group names to eight characters. 990 is leitsystem in the
+    // rig's /etc/group.
+    let listing = rig.shell(&format!("ls -lnL {node}"))?;
+    Ok((properties, listing))
+}
+
+#[test]
+fn the_packaged_udev_rules_name_the_scanners_and_the_printer_for_the_daemon_group()
+-> anyhow::Result<()> {
+    let (_guard, mut rig) = boot()?;
+    // Debian's udev with systemd/60-leitsystem.rules, on the kernel's real uevents.
+    for (link, kernel_name) in [
+        ("/dev/leitsystem/scanner0", "/dev/input/event"),
+        ("/dev/leitsystem/serial-scanner0", "/dev/ttyACM0"),
+        ("/dev/leitsystem/printer0", "/dev/usb/lp0"),
+    ] {
+        let target = rig.shell(&format!("readlink -f {link}"))?;
+        assert!(
+            target.trim().starts_with(kernel_name),
+            "{link} points to {target:?}, not {kernel_name}*; console:\n{}",
+            rig.console_tail()
+        );
+        let (_, listing) = udev_view(&mut rig, link)?;
+        assert!(
+            listing.starts_with("crw-rw----") && listing.contains(" 990 "),
+            "{link} is not the leitsystem group's (0660): {listing}"
+        );
+    }
+    // ModemManager leaves the serial scanner alone.
+    let (properties, _) = udev_view(&mut rig, "/dev/ttyACM0")?;
+    assert!(
+        properties.lines().any(|l| l == "ID_MM_DEVICE_IGNORE=1"),
+        "{properties}"
+    );
+    // The stock rules' stable by-id name for the keyboard scanner is there too.
+    let by_id = rig.shell("ls /dev/input/by-id/")?;
+    assert!(by_id.contains("-event-kbd"), "{by_id}");
+    Ok(())
+}
+
 #[test]
 fn a_usb_serial_scanner_checks_visitors_in_through_cdc_acm_and_survives_a_replug_mid_code()
 -> anyhow::Result<()> {
@@ -199,7 +248,8 @@ fn a_usb_serial_scanner_checks_visitors_in_through_cdc_acm_and_survives_a_replug
             "desk-scanner",
             "libleitsystem_serial_scanner.so",
             "scanner",
-            "device = \"/dev/ttyACM0\", aim_prefix = \"strip\", reconnect_max_ms = 500",
+            "device = \"/dev/leitsystem/serial-scanner0\", aim_prefix = \"strip\", \
+             reconnect_max_ms = 500",
         ),
     )?;
     rig.wait_connected("desk-scanner", true)?;
@@ -300,7 +350,10 @@ fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_thr
     let out = artifacts("rig-printer")?;
 
     // Over USB: the driver writes to /dev/usb/lp0 and reads the status answers back from it.
-    rig.start_daemon("usb", &escpos_printer("transport = \"usb\""))?;
+    rig.start_daemon(
+        "usb",
+        &escpos_printer("transport = \"usb\", device = \"/dev/leitsystem/printer0\""),
+    )?;
     rig.wait_connected("printer", true)?;
     let number = walk_in(&mut rig)?;
     wait_print(&mut rig, &number, true)?;

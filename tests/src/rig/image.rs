@@ -38,6 +38,14 @@ pub const PLUGINS: [&str; 4] = [
     "libleitsystem_sim.so",
 ];
 
+/// Debian udev's stock rules the rig runs (the rest want tools the rig does not carry).
+pub const UDEV_RULES: [&str; 4] = [
+    "50-udev-default.rules",
+    "60-input-id.rules",
+    "60-persistent-input.rules",
+    "60-serial.rules",
+];
+
 /// Where the built image lives.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -68,6 +76,7 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     };
     let kernel_root = unpacked(cache, &kernel_package)?;
     let busybox_root = unpacked(cache, "busybox-static")?;
+    let udev_root = unpacked(cache, "udev")?;
 
     let boot = kernel_root.join("boot");
     let kernel = std::fs::read_dir(&boot)
@@ -93,6 +102,33 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
         cpio.dir(dir)?;
     }
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    // The groups the packaged udev rules and the daemon's unit use.
+    cpio.file(
+        "etc/group",
+        b"root:x:0:\nlp:x:7:\ndialout:x:20:\ninput:x:101:\nleitsystem:x:990:\n",
+        0o644,
+    )?;
+    // Debian's udev, run by init as on the appliance: its stock rules for the by-id names and
+    // the project's packaged rules (systemd/60-leitsystem.rules), as the package installs them.
+    let udevadm = udev_root.join("bin/udevadm");
+    let udevadm_bytes =
+        std::fs::read(&udevadm).with_context(|| format!("reading {}", udevadm.display()))?;
+    cpio.file("bin/udevadm", &udevadm_bytes, 0o755)?;
+    // systemd-udevd is udevadm under another name.
+    cpio.file("lib/systemd/systemd-udevd", &udevadm_bytes, 0o755)?;
+    for rules in UDEV_RULES {
+        let path = udev_root.join("lib/udev/rules.d").join(rules);
+        cpio.file(
+            &format!("lib/udev/rules.d/{rules}"),
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            0o644,
+        )?;
+    }
+    cpio.file(
+        "lib/udev/rules.d/60-leitsystem.rules",
+        &std::fs::read(repo.join("systemd/60-leitsystem.rules"))?,
+        0o644,
+    )?;
     cpio.file(
         "bin/busybox",
         &std::fs::read(busybox_root.join("bin/busybox"))?,
@@ -139,6 +175,9 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
         ));
     }
     let mut libraries: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for library in linked_libraries(&udevadm)? {
+        libraries.insert(library.display().to_string(), library);
+    }
     for (source, target) in &executables {
         if !source.is_file() {
             bail!(

@@ -34,11 +34,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// One of the rig's USB gadgets (see `tests/rig/gadget`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gadget {
-    /// The HID keyboard scanner, USB id 1d6b:0104.
+    /// The HID keyboard scanner, USB id 0c2e:0b61 (a Honeywell vendor id).
     Scanner,
-    /// The CDC ACM serial scanner, 1d6b:0105 (`/dev/ttyACM0`).
+    /// The CDC ACM serial scanner, 0c2e:0b6a (`/dev/ttyACM0`).
     Serial,
-    /// The USB printer, 1d6b:0106 (`/dev/usb/lp0`).
+    /// The USB printer, 04b8:0e15 (an Epson TM-T20's id; `/dev/usb/lp0`).
     Printer,
 }
 
@@ -53,7 +53,7 @@ impl Gadget {
 }
 
 /// The keyboard scanner's USB id.
-pub const SCANNER_USB_ID: &str = "1d6b:0104";
+pub const SCANNER_USB_ID: &str = "0c2e:0b61";
 
 /// Where the daemon finds its plugins inside the VM.
 pub const PLUGIN_DIR: &str = "/opt/leitsystem/plugins";
@@ -388,7 +388,8 @@ impl Rig {
         Ok(())
     }
 
-    /// Types `text` on the keyboard scanner, set to `layout`, then `terminator`.
+    /// Types `text` on the keyboard scanner, set to `layout`, then `terminator`, one HID
+    /// report every 2 ms.
     pub fn type_text(
         &mut self,
         text: &str,
@@ -397,7 +398,11 @@ impl Rig {
     ) -> anyhow::Result<()> {
         let reports = keyboard::reports(text, layout, terminator).map_err(anyhow::Error::msg)?;
         let bytes: Vec<u8> = reports.concat();
-        self.write("/dev/hidg0", &bytes, 8, 0)
+        // A report every 2 ms (250 characters a second, a fast scanner). As fast as the
+        // emulated USB takes them, the kernel's evdev buffer (64 events) overflowed while
+        // the debug daemon under TCG was busy, and the driver rightly dropped the scan
+        // (SYN_DROPPED).
+        self.write("/dev/hidg0", &bytes, 8, 2)
     }
 
     /// Sends bytes from the serial scanner (its side of the ACM link, `/dev/ttyGS0`).
