@@ -400,20 +400,45 @@ fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_thr
     );
     rig.printer_sensors("ok", false)?;
     wait_print(&mut rig, &refused, true)?;
+    // The cover opened (the status byte again): refused with that reason, printed once it is
+    // closed.
+    rig.printer_sensors("ok", true)?;
+    let started = Instant::now();
+    while !rig
+        .devices()?
+        .iter()
+        .any(|d| d.id == "printer" && d.cover_open == Some(true))
+    {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the open cover not seen; daemon log:\n{}", rig.daemon_log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let covered = walk_in(&mut rig)?;
+    let failed = wait_print(&mut rig, &covered, false)?;
+    let PrintState::Failed { reason, .. } = &failed.print else {
+        bail!("not failed: {:?}", failed.print);
+    };
+    assert!(reason.contains("cover open"), "{reason}");
+    rig.printer_sensors("ok", false)?;
+    wait_print(&mut rig, &covered, true)?;
     // Time for a second, wrong reprint to arrive.
     std::thread::sleep(Duration::from_secs(2));
     let reprint = rig.printer_take(PrinterLink::Usb)?;
     std::fs::write(out.join("usb-reprint.bin"), &reprint)?;
     let reprinted = npos_parse(&out.join("usb-reprint.bin"), &out.join("usb-reprint"))?;
-    assert_eq!(
-        reprinted
-            .jobs
-            .iter()
-            .filter(|j| j.lines.iter().any(|l| l.trim() == refused))
-            .count(),
-        1,
-        "ticket {refused} is to be reprinted exactly once: {reprinted:?}"
-    );
+    for ticket in [&refused, &covered] {
+        assert_eq!(
+            reprinted
+                .jobs
+                .iter()
+                .filter(|j| j.lines.iter().any(|l| l.trim() == ticket.as_str()))
+                .count(),
+            1,
+            "ticket {ticket} is to be reprinted exactly once: {reprinted:?}"
+        );
+    }
+    assert_eq!(reprinted.jobs.len(), 2, "{reprinted:?}");
     rig.stop_daemon()?;
 
     // The same first ticket over TCP (the same clock, a fresh day): the same bytes.

@@ -72,8 +72,14 @@ fn image(agent: &Path) -> anyhow::Result<Image> {
         .context("the build directory has no parent")?
         .to_path_buf();
     let cache = target.join("rig");
-    let out = cache.join(format!("initramfs-{}.cpio", std::process::id()));
-    let built = image::build(&cache, &build, agent, &out)?;
+    // Written under a name of this process, then renamed over the last one: QEMU reads the
+    // whole file at its start, so a VM of another test process keeps what it opened.
+    let partial = cache.join(format!("initramfs.cpio.{}", std::process::id()));
+    let mut built = image::build(&cache, &build, agent, &partial)?;
+    let out = cache.join("initramfs.cpio");
+    std::fs::rename(&partial, &out)
+        .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    built.initramfs = out;
     *guard = Some(built.clone());
     Ok(built)
 }
