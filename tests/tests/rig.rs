@@ -295,6 +295,21 @@ fn walk_in(rig: &mut Rig) -> anyhow::Result<String> {
     }
 }
 
+/// Pulls a walk-in ticket whose print the printer refuses; asserts the recorded reason
+/// names `reason`. The ticket's number.
+fn walk_in_refused_by_printer(rig: &mut Rig, reason: &str) -> anyhow::Result<String> {
+    let number = walk_in(rig)?;
+    let failed = wait_print(rig, &number, false)?;
+    let PrintState::Failed {
+        reason: recorded, ..
+    } = &failed.print
+    else {
+        bail!("not failed: {:?}", failed.print);
+    };
+    assert!(recorded.contains(reason), "{recorded}");
+    Ok(number)
+}
+
 /// Waits until ticket `number` is printed (`printed`) or its print failed; the ticket.
 fn wait_print(rig: &mut Rig, number: &str, printed: bool) -> anyhow::Result<Ticket> {
     let started = Instant::now();
@@ -374,26 +389,10 @@ fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_thr
     // Paper out (the ESC/POS status byte through usblp): the print fails, nothing of the
     // ticket is sent, the ticket stays valid; paper back: reprinted by itself, once.
     rig.printer_sensors("out", false)?;
-    let started = Instant::now();
-    while rig
-        .devices()?
-        .iter()
-        .find(|d| d.id == "printer")
-        .and_then(|d| d.paper.clone())
-        .as_deref()
-        != Some("out")
-    {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("paper out not seen; daemon log:\n{}", rig.daemon_log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let refused = walk_in(&mut rig)?;
-    let failed = wait_print(&mut rig, &refused, false)?;
-    let PrintState::Failed { reason, .. } = &failed.print else {
-        bail!("not failed: {:?}", failed.print);
-    };
-    assert!(reason.contains("paper out"), "{reason}");
+    rig.wait_device("printer", "paper out", |d| {
+        d.paper.as_deref() == Some("out")
+    })?;
+    let refused = walk_in_refused_by_printer(&mut rig, "paper out")?;
     assert!(
         jobs(&rig.printer_take(PrinterLink::Usb)?).is_empty(),
         "a job was sent while the paper was out"
@@ -403,23 +402,8 @@ fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_thr
     // The cover opened (the status byte again): refused with that reason, printed once it is
     // closed.
     rig.printer_sensors("ok", true)?;
-    let started = Instant::now();
-    while !rig
-        .devices()?
-        .iter()
-        .any(|d| d.id == "printer" && d.cover_open == Some(true))
-    {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("the open cover not seen; daemon log:\n{}", rig.daemon_log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let covered = walk_in(&mut rig)?;
-    let failed = wait_print(&mut rig, &covered, false)?;
-    let PrintState::Failed { reason, .. } = &failed.print else {
-        bail!("not failed: {:?}", failed.print);
-    };
-    assert!(reason.contains("cover open"), "{reason}");
+    rig.wait_device("printer", "cover open", |d| d.cover_open == Some(true))?;
+    let covered = walk_in_refused_by_printer(&mut rig, "cover open")?;
     rig.printer_sensors("ok", false)?;
     wait_print(&mut rig, &covered, true)?;
     // Time for a second, wrong reprint to arrive.

@@ -125,8 +125,7 @@ impl Agent {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
                     match find_event_device(&usb_id) {
-                        Err(e) if Instant::now() < deadline => {
-                            let _ = e;
+                        Err(_) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(100));
                         }
                         other => break other,

@@ -135,37 +135,36 @@ impl Rig {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting qemu-system-x86_64")?;
-        let mut rig = None;
+        let mut qemu = qemu;
         let started = Instant::now();
-        let mut qemu = Some(qemu);
-        while rig.is_none() {
-            let child = qemu.as_mut().context("qemu is gone")?;
-            if let Some(status) = child.try_wait()? {
+        let stream = loop {
+            if let Some(status) = qemu.try_wait()? {
                 let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
+                if let Some(mut pipe) = qemu.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
                 }
                 bail!("qemu exited with {status} at start: {stderr}");
             }
             if let Ok(stream) = UnixStream::connect(&socket) {
-                let writer = stream.try_clone()?;
-                rig = Some(Rig {
-                    qemu: qemu.take().context("qemu is gone")?,
-                    reader: BufReader::new(stream),
-                    writer,
-                    console: console.clone(),
-                    daemon_socket: None,
-                    daemon_log: None,
-                    _dir: dir,
-                });
-                break;
+                break stream;
             }
             if started.elapsed() > Duration::from_secs(20) {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
                 bail!("qemu made no socket {} within 20 s", socket.display());
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut rig = rig.context("no rig")?;
+        };
+        let writer = stream.try_clone()?;
+        let mut rig = Rig {
+            qemu,
+            reader: BufReader::new(stream),
+            writer,
+            console,
+            daemon_socket: None,
+            daemon_log: None,
+            _dir: dir,
+        };
         let hello = rig
             .read_response(BOOT_TIMEOUT)
             .with_context(|| format!("booting {}", image.kernel_package))?;
@@ -341,23 +340,31 @@ impl Rig {
 
     /// Waits until device `id` reports `connected`.
     pub fn wait_connected(&mut self, id: &str, connected: bool) -> anyhow::Result<()> {
+        let state = if connected {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        self.wait_device(id, state, |d| d.connected == Some(connected))
+    }
+
+    /// Waits (at most 30 s) until device `id`'s health satisfies `holds`; `what` names the
+    /// state in the error.
+    pub fn wait_device(
+        &mut self,
+        id: &str,
+        what: &str,
+        holds: impl Fn(&DeviceHealth) -> bool,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let devices = self.devices()?;
-            if devices
-                .iter()
-                .any(|d| d.id == id && d.connected == Some(connected))
-            {
+            if devices.iter().any(|d| d.id == id && holds(d)) {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(30) {
                 bail!(
-                    "{id} did not become {} within 30 s: {devices:#?}\ndaemon log:\n{}",
-                    if connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    },
+                    "{id} did not become {what} within 30 s: {devices:#?}\ndaemon log:\n{}",
                     self.daemon_log()
                 );
             }
