@@ -6,7 +6,9 @@
 //! - a serial scanner (ACM gadget → cdc_acm, `/dev/ttyACM0`), unplugged in the middle of a code;
 //! - a receipt printer (printer gadget → usblp, `/dev/usb/lp0`): the ticket's bytes are the
 //!   same as over TCP, and paper out (the ESC/POS status byte) fails the print until the paper
-//!   is back, then the ticket is reprinted once.
+//!   is back, then the ticket is reprinted once;
+//! - call buttons on GPIO lines of a gpio-sim chip (the kernel's GPIO character device),
+//!   bouncing, held long and double-clicked.
 //!
 //! Each scenario boots its own VM (about 10 s); they run one at a time.
 
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use leitsystem::control::ControlRequest;
 use leitsystem::domain::{
-    BookingId, BookingInput, Command as EngineCommand, Outcome, PrintState, ServiceId, Ticket,
+    BookingId, BookingInput, Command as EngineCommand, DeskId, Event, EventRecord, Outcome,
+    PrintState, ServiceId, Ticket,
 };
 use leitsystem::token::{TokenClaims, generate_key, sign};
 use leitsystem_tests::daemon::{artifacts, device_entry};
@@ -449,6 +452,161 @@ fn a_usb_printer_gets_the_same_bytes_as_over_tcp_and_paper_out_reprints_once_thr
         tcp_jobs[0].len(),
         out.display()
     );
+    rig.stop_daemon()?;
+    Ok(())
+}
+
+/// Today's events of kind `name` (`ticket_called`, `silent_alarm`, ...), oldest first.
+fn events_named(rig: &mut Rig, name: &str) -> anyhow::Result<Vec<EventRecord>> {
+    let events = rig
+        .control(&ControlRequest::Events {
+            from_seq: 1,
+            limit: 10_000,
+        })?
+        .events
+        .context("no events")?;
+    Ok(events
+        .into_iter()
+        .filter(|record| record.event.name() == name)
+        .collect())
+}
+
+/// Waits until the log holds `count` events named `name`; then waits `settle` more and checks
+/// that no further one came.
+fn wait_events(
+    rig: &mut Rig,
+    name: &str,
+    count: usize,
+    settle: Duration,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let started = Instant::now();
+    while events_named(rig, name)?.len() < count {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "{count} {name} events expected within 20 s, the log has {}; daemon log:\n{}",
+                events_named(rig, name)?.len(),
+                rig.daemon_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(settle);
+    let events = events_named(rig, name)?;
+    assert_eq!(
+        events.len(),
+        count,
+        "more {name} events than presses: {events:?}"
+    );
+    Ok(events)
+}
+
+/// How many `command` commands from the buttons the daemon accepted (repeats included: the
+/// engine's answer to a repeated "next" changes nothing, so only the log shows it arrived).
+fn button_commands(rig: &mut Rig, command: &str) -> anyhow::Result<usize> {
+    let count = rig.shell(&format!(
+        "grep -c 'command accepted command=\"{command}\" source=buttons:desk-buttons' /data/gpio.log || true"
+    ))?;
+    Ok(count.trim().parse()?)
+}
+
+/// A contact that bounces on the way down and up (1-2 ms each), held low for `hold_ms`.
+fn bouncing_press(hold_ms: u64) -> Vec<(bool, u64)> {
+    vec![
+        (false, 1),
+        (true, 1),
+        (false, 2),
+        (true, 1),
+        (false, hold_ms),
+        (true, 1),
+        (false, 1),
+        (true, 2),
+        (false, 1),
+        (true, 300),
+    ]
+}
+
+#[test]
+fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_raises_the_alarm()
+-> anyhow::Result<()> {
+    let (_guard, mut rig) = boot()?;
+    // The lines by their Raspberry Pi names, on the rig's gpio-sim chip (pulled up by the
+    // driver; a press pulls the line to ground).
+    let buttons = "\n[[device]]\nid = \"desk-buttons\"\nplugin = \"libleitsystem_gpio_buttons.so\"\n\
+        role = \"buttons\"\ndesks = [\"1\", \"2\"]\n\
+        options = { debounce_ms = 20, long_press_ms = 800, stuck_ms = 4000, buttons = [\n\
+        { line = \"GPIO17\", desk = \"1\", action = \"next\", long_action = \"alarm\" },\n\
+        { line = \"GPIO27\", desk = \"2\", action = \"next\" },\n] }\n";
+    rig.start_daemon("gpio", buttons)?;
+    rig.wait_connected("desk-buttons", true)?;
+    for desk in ["1", "2"] {
+        rig.execute(EngineCommand::OpenDesk {
+            desk: DeskId::new(desk),
+        })?;
+    }
+    for _ in 0..4 {
+        rig.execute(EngineCommand::WalkIn {
+            service: ServiceId::new("meldung"),
+            priority: 1,
+        })?;
+    }
+
+    // Desk 2's "next" fires at the press: a contact bouncing down and up is one press, and
+    // one visitor is called.
+    rig.gpio_drive("GPIO27", &bouncing_press(150))?;
+    let calls = wait_events(&mut rig, "ticket_called", 1, Duration::from_millis(1500))?;
+    assert!(
+        matches!(&calls[0].event, Event::TicketCalled { desk, .. } if desk.as_str() == "2"),
+        "{calls:?}"
+    );
+    assert!(calls[0].source.contains("desk-buttons"), "{calls:?}");
+    // Not only the engine's repeat guard hid the bounce: one press left the driver.
+    assert_eq!(
+        button_commands(&mut rig, "call_next")?,
+        1,
+        "a bounce became presses"
+    );
+
+    // Desk 1's button has a long action: held past long_press_ms, it raises the silent alarm
+    // (once, however long it is held) and calls nobody.
+    rig.gpio_drive("GPIO17", &bouncing_press(1500))?;
+    let alarms = wait_events(&mut rig, "silent_alarm", 1, Duration::from_millis(1000))?;
+    assert!(
+        matches!(&alarms[0].event, Event::SilentAlarm { desk } if desk.as_str() == "1"),
+        "{alarms:?}"
+    );
+    assert_eq!(events_named(&mut rig, "ticket_called")?.len(), 1);
+    assert_eq!(button_commands(&mut rig, "silent_alarm")?, 1);
+
+    // A short press of the same button: its "next", at the release.
+    rig.gpio_drive("GPIO17", &bouncing_press(200))?;
+    let calls = wait_events(&mut rig, "ticket_called", 2, Duration::from_millis(1500))?;
+    assert!(
+        matches!(&calls[1].event, Event::TicketCalled { desk, .. } if desk.as_str() == "1"),
+        "{calls:?}"
+    );
+
+    // Two real presses of desk 2's button in quick succession (a double click): both reach
+    // the engine, which calls the next visitor for the first and takes the second as a repeat
+    // of that call (repeat_next_within_seconds), so nobody is skipped: the fourth visitor
+    // still waits.
+    rig.gpio_drive(
+        "GPIO27",
+        &[(false, 100), (true, 150), (false, 100), (true, 300)],
+    )?;
+    let calls = wait_events(&mut rig, "ticket_called", 3, Duration::from_millis(1500))?;
+    let presses = rig.shell(
+        "grep -c 'command accepted command=\"call_next\" source=buttons:desk-buttons' /data/gpio.log",
+    )?;
+    assert_eq!(
+        presses.trim(),
+        "4",
+        "every \"next\" press reaches the engine once"
+    );
+    let waiting: Vec<Ticket> = tickets(&mut rig)?
+        .into_iter()
+        .filter(|t| t.state.name() == "waiting")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?} / {calls:?}");
     rig.stop_daemon()?;
     Ok(())
 }

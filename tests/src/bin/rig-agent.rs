@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -16,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use leitsystem_tests::escpos::{Paper, PrinterEmulator};
-use leitsystem_tests::rig::protocol::{HELLO, PrinterLink, Request, Response, from_hex, to_hex};
+use leitsystem_tests::rig::protocol::{
+    GpioStep, HELLO, PrinterLink, Request, Response, from_hex, to_hex,
+};
 
 /// A key watcher: its stop flag, its count and its thread.
 struct Watcher {
@@ -134,6 +137,12 @@ impl Agent {
             }
             Request::WatchKeys { path } => self.watch_keys(&path),
             Request::KeysSeen => self.keys_seen(),
+            Request::GpioDrive { line, steps } => gpio_drive(&line, &steps),
+            Request::GpioSample {
+                line,
+                count,
+                every_ms,
+            } => gpio_sample(&line, count, every_ms),
         };
         result.unwrap_or_else(Response::failed)
     }
@@ -418,4 +427,67 @@ fn count_key_presses(
         }
     }
     Ok(())
+}
+
+/// The sysfs folder of a gpio-sim line by its name (`/rig/gpio` names them):
+/// `/sys/devices/platform/<dev_name>/<chip_name>/sim_gpio<offset>`.
+fn sim_line(name: &str) -> Result<PathBuf, String> {
+    let root = Path::new("/sys/kernel/config/gpio-sim");
+    let entries = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        Ok(std::fs::read_dir(dir)
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect())
+    };
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    for device in entries(root)? {
+        for bank in entries(&device)? {
+            for line in entries(&bank)? {
+                let Some(offset) = line
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("line"))
+                else {
+                    continue;
+                };
+                if read(&line.join("name"))? == name {
+                    return Ok(PathBuf::from("/sys/devices/platform")
+                        .join(read(&device.join("dev_name"))?)
+                        .join(read(&bank.join("chip_name"))?)
+                        .join(format!("sim_gpio{offset}")));
+                }
+            }
+        }
+    }
+    Err(format!("no simulated GPIO line named {name}"))
+}
+
+fn gpio_drive(name: &str, steps: &[GpioStep]) -> Result<Response, String> {
+    let pull = sim_line(name)?.join("pull");
+    for step in steps {
+        let level = if step.high { "pull-up" } else { "pull-down" };
+        std::fs::write(&pull, level).map_err(|e| format!("writing {}: {e}", pull.display()))?;
+        std::thread::sleep(Duration::from_millis(step.ms));
+    }
+    Ok(Response::number(steps.len() as i64))
+}
+
+fn gpio_sample(name: &str, count: u32, every_ms: u64) -> Result<Response, String> {
+    let value = sim_line(name)?.join("value");
+    let mut samples = String::new();
+    for i in 0..count {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(every_ms));
+        }
+        let level = std::fs::read_to_string(&value)
+            .map_err(|e| format!("reading {}: {e}", value.display()))?;
+        samples.push_str(level.trim());
+    }
+    Ok(Response::text(samples))
 }

@@ -13,7 +13,7 @@ use crate::escpos::require_tool;
 
 /// The kernel modules the rig loads, with their parameters; their dependencies are found in
 /// the modules' own `.modinfo` and loaded first.
-pub const MODULES: [(&str, &str); 13] = [
+pub const MODULES: [(&str, &str); 14] = [
     ("configfs", ""),
     ("libcomposite", ""),
     // Three virtual USB device controllers: one per gadget, so each unplugs alone.
@@ -28,11 +28,14 @@ pub const MODULES: [(&str, &str); 13] = [
     ("usblp", ""),
     ("virtio_pci", ""),
     ("virtio_console", ""),
+    // Simulated GPIO chips, built for this kernel by [`super::gpio_sim`].
+    ("gpio_sim", ""),
 ];
 
 /// The driver plugins the rig's daemon loads.
-pub const PLUGINS: [&str; 4] = [
+pub const PLUGINS: [&str; 5] = [
     "libleitsystem_hid_scanner.so",
+    "libleitsystem_gpio_buttons.so",
     "libleitsystem_serial_scanner.so",
     "libleitsystem_escpos_printer.so",
     "libleitsystem_sim.so",
@@ -74,9 +77,9 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
         Ok(package) if !package.is_empty() => package,
         _ => current_kernel_package()?,
     };
-    let kernel_root = unpacked(cache, &kernel_package)?;
-    let busybox_root = unpacked(cache, "busybox-static")?;
-    let udev_root = unpacked(cache, "udev")?;
+    let (kernel_root, kernel_deb) = unpacked(cache, &kernel_package)?;
+    let (busybox_root, _) = unpacked(cache, "busybox-static")?;
+    let (udev_root, _) = unpacked(cache, "udev")?;
 
     let boot = kernel_root.join("boot");
     let kernel = std::fs::read_dir(&boot)
@@ -93,11 +96,13 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     let mut cpio = Cpio::default();
     let repo = crate::escpos::repo_root();
     cpio.file("init", &std::fs::read(repo.join("tests/rig/init"))?, 0o755)?;
-    cpio.file(
-        "rig/gadget",
-        &std::fs::read(repo.join("tests/rig/gadget"))?,
-        0o755,
-    )?;
+    for script in ["gadget", "gpio"] {
+        cpio.file(
+            &format!("rig/{script}"),
+            &std::fs::read(repo.join("tests/rig").join(script))?,
+            0o755,
+        )?;
+    }
     for dir in ["proc", "sys", "dev", "tmp", "run", "data", "etc"] {
         cpio.dir(dir)?;
     }
@@ -136,7 +141,11 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     )?;
 
     // Modules, dependencies first, and the list init loads them from.
-    let index = module_index(&modules_dir)?;
+    let mut index = module_index(&modules_dir)?;
+    index.insert(
+        "gpio_sim".to_string(),
+        super::gpio_sim::build(cache, &kernel_package, &kernel_deb)?,
+    );
     let mut order: Vec<String> = Vec::new();
     for (name, _) in MODULES {
         visit_module(name, &index, &mut order, 0)?;
@@ -230,46 +239,66 @@ fn current_kernel_package() -> anyhow::Result<String> {
         })
 }
 
-/// `<cache>/<package>/`: the package downloaded and unpacked once.
-fn unpacked(cache: &Path, package: &str) -> anyhow::Result<PathBuf> {
+/// `<cache>/<package>/`: the package downloaded and unpacked once; also returns the `.deb`.
+fn unpacked(cache: &Path, package: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let root = cache.join(package);
     let done = cache.join(format!("{package}.unpacked"));
-    if done.is_file() {
-        return Ok(root);
+    if let Ok(deb) = std::fs::read_to_string(&done) {
+        let deb = PathBuf::from(deb);
+        if deb.is_file() {
+            return Ok((root, deb));
+        }
     }
-    let debs = cache.join("debs");
-    std::fs::create_dir_all(&debs)?;
+    let deb = download(&cache.join("debs"), package, None)?;
+    let _ = std::fs::remove_dir_all(&root);
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    std::fs::write(&done, deb.display().to_string())?;
+    Ok((root, deb))
+}
+
+/// `<debs>/<package>_<version>_*.deb` (any version when `None`), downloaded once.
+pub(super) fn download(
+    debs: &Path,
+    package: &str,
+    version: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(debs)?;
+    let prefix = match version {
+        Some(version) => format!("{package}_{}_", version.replace(':', "%3a")),
+        None => format!("{package}_"),
+    };
     let find = || -> Option<PathBuf> {
-        std::fs::read_dir(&debs)
+        std::fs::read_dir(debs)
             .ok()?
             .flatten()
             .map(|e| e.path())
             .find(|p| {
                 p.file_name().is_some_and(|n| {
                     let n = n.to_string_lossy();
-                    n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                    n.starts_with(&prefix) && n.ends_with(".deb")
                 })
             })
     };
-    if find().is_none() {
-        let output = Command::new("apt-get")
-            .args(["download", package])
-            .current_dir(&debs)
-            .output()
-            .context("running apt-get download")?;
-        if !output.status.success() {
-            bail!(
-                "apt-get download {package} failed (the rig needs Debian's package {package}; \
-                 run apt-get update?): {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+    if let Some(deb) = find() {
+        return Ok(deb);
     }
-    let deb = find().with_context(|| format!("apt-get download left no {package}_*.deb"))?;
-    let _ = std::fs::remove_dir_all(&root);
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
-    std::fs::write(&done, deb.display().to_string())?;
-    Ok(root)
+    let spec = match version {
+        Some(version) => format!("{package}={version}"),
+        None => package.to_string(),
+    };
+    let output = Command::new("apt-get")
+        .args(["download", &spec])
+        .current_dir(debs)
+        .output()
+        .context("running apt-get download")?;
+    if !output.status.success() {
+        bail!(
+            "apt-get download {spec} failed (the rig needs Debian's package {spec}; \
+             run apt-get update?): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    find().with_context(|| format!("apt-get download left no {prefix}*.deb"))
 }
 
 fn single_subdir(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -379,7 +408,7 @@ fn linked_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libraries)
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(super) fn run(command: &mut Command) -> anyhow::Result<()> {
     let output = command
         .output()
         .with_context(|| format!("running {command:?}"))?;

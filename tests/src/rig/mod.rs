@@ -4,6 +4,7 @@
 //! the devices' side through the rig agent (`src/bin/rig-agent.rs`) over a virtio-serial port.
 //! See `tests/rig/README.md`.
 
+pub mod gpio_sim;
 pub mod image;
 pub mod keyboard;
 pub mod protocol;
@@ -24,7 +25,7 @@ use crate::daemon::{build_dir, demo_config_text};
 use crate::escpos::require_tool;
 use image::Image;
 use keyboard::Layout;
-use protocol::{HELLO, PrinterLink, Request, Response, from_hex, to_hex};
+use protocol::{GpioStep, HELLO, PrinterLink, Request, Response, from_hex, to_hex};
 
 /// How long a boot may take until the agent says hello (TCG on a loaded machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -448,6 +449,29 @@ impl Rig {
             .number
             .context("no port")?;
         Ok(u16::try_from(number)?)
+    }
+
+    /// Drives a GPIO line as a button contact would: `steps` of (high, milliseconds).
+    pub fn gpio_drive(&mut self, line: &str, steps: &[(bool, u64)]) -> anyhow::Result<()> {
+        self.call(&Request::GpioDrive {
+            line: line.to_string(),
+            steps: steps
+                .iter()
+                .map(|&(high, ms)| GpioStep { high, ms })
+                .collect(),
+        })?;
+        Ok(())
+    }
+
+    /// Reads a GPIO line `count` times, `every_ms` apart: `'0'`/`'1'` per sample.
+    pub fn gpio_sample(&mut self, line: &str, count: u32, every_ms: u64) -> anyhow::Result<String> {
+        self.call(&Request::GpioSample {
+            line: line.to_string(),
+            count,
+            every_ms,
+        })?
+        .text
+        .context("no samples")
     }
 
     /// The keyboard scanner's event device, as the kernel named it.

@@ -96,6 +96,33 @@ pub enum Request {
     },
     /// Stops the watcher; answers the key presses it read.
     KeysSeen,
+    /// Drives a simulated GPIO line (`/rig/gpio`) from outside, as a button's contact does:
+    /// each step pulls it high or low and holds that for `ms`. Answers when all are done.
+    GpioDrive {
+        /// The line's name (`GPIO17`).
+        line: String,
+        /// The levels in order.
+        steps: Vec<GpioStep>,
+    },
+    /// Reads a simulated GPIO line's level `count` times, `every_ms` apart (an LED the daemon
+    /// drives); answers the samples as a string of `0` and `1`.
+    GpioSample {
+        /// The line's name.
+        line: String,
+        /// How many samples.
+        count: u32,
+        /// Pause between them.
+        every_ms: u64,
+    },
+}
+
+/// One level of a driven GPIO line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpioStep {
+    /// Pulled high (true) or low.
+    pub high: bool,
+    /// How long.
+    pub ms: u64,
 }
 
 /// The agent's answer.
