@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod desk_lights;
 pub mod display;
 pub mod hyphenate;
 pub mod kiosk;

@@ -689,6 +689,14 @@ fn check_role(plugin: &LoadedPlugin, spec: &DeviceSpec) -> Result<(), PluginErro
     }
 }
 
+/// A message that carries a whole state (not a job): only its latest one matters.
+fn is_state_message(message: &HostMessage) -> bool {
+    matches!(
+        message,
+        HostMessage::Display { .. } | HostMessage::Desks { .. }
+    )
+}
+
 fn supervise(
     plugin: LoadedPlugin,
     spec: DeviceSpec,
@@ -700,6 +708,9 @@ fn supervise(
     let dropped = Arc::new(AtomicU64::new(0));
     let mut backoff = FIRST_BACKOFF;
     let path = spec.plugin_path.display().to_string();
+    // The latest state message of each kind (display state, desk lights): a restarted
+    // instance gets them first, so it does not wait for the next change to show the present.
+    let mut latest_states: BTreeMap<&'static str, HostMessage> = BTreeMap::new();
     loop {
         update(&registry, &spec.id, |h| h.state = DeviceState::Starting);
         let created = watch.around("create", || {
@@ -722,11 +733,20 @@ fn supervise(
                 });
                 tracing::info!(device = %spec.id, plugin = %plugin.name, role = spec.role.as_str(), "device running");
                 let started = Instant::now();
+                let mut pending: std::collections::VecDeque<HostMessage> =
+                    latest_states.values().cloned().collect();
                 let failure = loop {
                     let dropped_now = dropped.load(Ordering::Relaxed);
                     update(&registry, &spec.id, |h| h.dropped_messages = dropped_now);
-                    match inbox.recv_timeout(Duration::from_secs(1)) {
+                    let next = match pending.pop_front() {
+                        Some(message) => Ok(Supervise::Deliver(message)),
+                        None => inbox.recv_timeout(Duration::from_secs(1)),
+                    };
+                    match next {
                         Ok(Supervise::Deliver(message)) => {
+                            if is_state_message(&message) {
+                                latest_states.insert(message.kind(), message.clone());
+                            }
                             match watch.around("send", || instance.send(&message)) {
                                 Ok(()) => {}
                                 Err((code, reason)) if code == ffi::PANICKED => break reason,
@@ -770,6 +790,9 @@ fn supervise(
                 Ok(Supervise::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     update(&registry, &spec.id, |h| h.state = DeviceState::Stopped);
                     return;
+                }
+                Ok(Supervise::Deliver(message)) if is_state_message(&message) => {
+                    latest_states.insert(message.kind(), message);
                 }
                 Ok(Supervise::Deliver(_)) => {
                     tracing::warn!(device = %spec.id, "device is restarting; a message was not delivered");
@@ -927,6 +950,32 @@ impl PluginHost {
             .map(|(_, id, tx)| (id.clone(), tx.clone()))
             .collect();
         tracker.spawn(feed_displays(display, displays, shutdown.clone()));
+        let lighted: Vec<crate::desk_lights::LightedDevice> = host
+            .devices
+            .iter()
+            .filter(|(spec, _, _)| spec.role == Role::Buttons)
+            .map(|(spec, _, _)| crate::desk_lights::LightedDevice {
+                id: spec.id.clone(),
+                desks: spec.desks.clone(),
+            })
+            .collect();
+        let buttons: HashMap<String, SyncSender<Supervise>> = outputs
+            .iter()
+            .filter(|(role, _, _)| *role == Role::Buttons)
+            .map(|(_, id, tx)| (id.clone(), tx.clone()))
+            .collect();
+        tracker.spawn(crate::desk_lights::feed(
+            engine.clone(),
+            lighted,
+            move |id: &str, message: HostMessage| {
+                if let Some(tx) = buttons.get(id)
+                    && tx.try_send(Supervise::Deliver(message)).is_err()
+                {
+                    tracing::warn!(device = %id, "device queue full; desk lights not delivered");
+                }
+            },
+            shutdown.clone(),
+        ));
         tracker.spawn(derive_outputs(
             committed,
             engine.clone(),
@@ -973,7 +1022,9 @@ impl PluginHost {
     fn outputs(&self) -> Vec<(Role, String, SyncSender<Supervise>)> {
         self.devices
             .iter()
-            .filter(|(spec, _, _)| matches!(spec.role, Role::Printer | Role::Display))
+            .filter(|(spec, _, _)| {
+                matches!(spec.role, Role::Printer | Role::Display | Role::Buttons)
+            })
             .map(|(spec, tx, _)| (spec.role, spec.id.clone(), tx.clone()))
             .collect()
     }

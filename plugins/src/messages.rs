@@ -196,6 +196,37 @@ pub enum HostMessage {
         /// The public display state (never personal data).
         state: serde_json::Value,
     },
+    /// The state of the desks a buttons device serves (its desk LEDs): sent at start and
+    /// whenever it changes, always the whole list.
+    Desks {
+        /// One entry per desk of the device.
+        desks: Vec<DeskLight>,
+    },
+}
+
+impl HostMessage {
+    /// The message's `type`, as on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HostMessage::Print { .. } => "print",
+            HostMessage::Display { .. } => "display",
+            HostMessage::Desks { .. } => "desks",
+        }
+    }
+}
+
+/// What a desk's light shows: lit while a visitor is called there (not yet being served),
+/// blinking after the desk's silent alarm. Staff-facing only: never sent to displays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskLight {
+    /// The desk.
+    pub desk: String,
+    /// A visitor is called to the desk and has not been served yet.
+    pub called: bool,
+    /// When the desk's latest silent alarm of the day was raised (ms since 1970, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_at: Option<i64>,
 }
 
 fn with_version<T: Serialize>(message: &T) -> Vec<u8> {
@@ -265,6 +296,20 @@ mod tests {
             "{text}"
         );
         assert_eq!(decode_plugin_message(&bytes), Ok(message));
+        let desks = HostMessage::Desks {
+            desks: vec![DeskLight {
+                desk: "1".into(),
+                called: true,
+                alarm_at: Some(1_796_632_200_000),
+            }],
+        };
+        let bytes = encode_host_message(&desks);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("\"type\":\"desks\"") && text.contains("\"alarm_at\":1796632200000"),
+            "{text}"
+        );
+        assert_eq!(decode_host_message(&bytes), Ok(desks));
     }
 
     #[test]

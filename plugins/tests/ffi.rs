@@ -40,7 +40,7 @@ impl Driver for TestDriver {
                 self.host.log(LogLevel::Info, format!("showing {state}"));
                 Ok(())
             }
-            HostMessage::Print { .. } => Err("this device cannot print".to_string()),
+            other => Err(format!("this device takes no '{}' messages", other.kind())),
         }
     }
 }
@@ -176,7 +176,10 @@ fn a_driver_is_created_receives_messages_emits_and_is_destroyed() {
     );
     assert_eq!(
         refused,
-        Err((ffi::REFUSED, "this device cannot print".to_string()))
+        Err((
+            ffi::REFUSED,
+            "this device takes no 'print' messages".to_string()
+        ))
     );
     // SAFETY: created above, destroyed once.
     unsafe { (descriptor().destroy)(instance) };

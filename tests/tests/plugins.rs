@@ -38,7 +38,7 @@ id = "buttons"
 plugin = "libleitsystem_sim.so"
 role = "buttons"
 desks = ["1", "3"]
-options = {{ port = {buttons} }}
+options = {{ port = {buttons}, lights_file = "${{data_dir}}/lights.json" }}
 
 [[device]]
 id = "printer"
@@ -232,6 +232,121 @@ fn a_double_next_on_the_button_box_calls_once_and_park_resume_next_brings_the_vi
     })?;
     assert_eq!(ticket_state(&daemon, "A-002")?, "done");
     assert_consistent(&daemon)?;
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
+/// The desk lights the sim button box was sent last: (desk, called, alarm raised).
+fn lights(data: &Path) -> anyhow::Result<Option<Vec<(String, bool, bool)>>> {
+    let Ok(text) = std::fs::read_to_string(data.join("lights.json")) else {
+        return Ok(None);
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    Ok(Some(
+        list.iter()
+            .map(|l| {
+                (
+                    l["desk"].as_str().unwrap_or_default().to_string(),
+                    l["called"].as_bool().unwrap_or_default(),
+                    l["alarm_at"].is_i64(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+fn wait_lights(data: &Path, what: &str, want: &[(&str, bool, bool)]) -> anyhow::Result<()> {
+    let want: Vec<(String, bool, bool)> = want
+        .iter()
+        .map(|(d, c, a)| (d.to_string(), *c, *a))
+        .collect();
+    wait_for(what, Duration::from_secs(10), || {
+        Ok((lights(data)?.as_ref() == Some(&want)).then_some(()))
+    })
+    .with_context(|| format!("the box's lights are {:?}", lights(data)))
+}
+
+#[test]
+fn the_button_box_gets_its_desks_lights_lit_while_called_and_the_alarm_never_on_the_display()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let config = write_config_with_devices(dir.path(), &data, &sim_devices(scanner, buttons))?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    // At start: the box's own desks (1 and 3 of the four), all dark.
+    wait_lights(
+        &data,
+        "the first lights",
+        &[("1", false, false), ("3", false, false)],
+    )?;
+    walk_in(&daemon, "ausweis")?;
+    wait_for("the button box to listen", Duration::from_secs(10), || {
+        Ok(device_line(buttons, "1 open").ok())
+    })?;
+    assert_eq!(device_line(buttons, "1 next")?, "OK");
+    wait_lights(
+        &data,
+        "desk 1 lit while A-001 is called",
+        &[("1", true, false), ("3", false, false)],
+    )?;
+    assert_eq!(device_line(buttons, "1 start")?, "OK");
+    wait_lights(
+        &data,
+        "desk 1 dark once A-001 is served",
+        &[("1", false, false), ("3", false, false)],
+    )?;
+    // The silent alarm of desk 3 reaches its box's light, and nothing of it the display.
+    assert_eq!(device_line(buttons, "3 alarm")?, "OK");
+    wait_lights(
+        &data,
+        "desk 3's alarm",
+        &[("1", false, false), ("3", false, true)],
+    )?;
+    let display = std::fs::read_to_string(data.join("display.json"))?;
+    assert!(!display.contains("alarm"), "{display}");
+    assert!(daemon.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn a_restarted_display_is_sent_the_present_state_without_waiting_for_a_change() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (scanner, buttons) = (free_port()?, free_port()?);
+    let record = dir.path().join("instances.log");
+    let restarting = format!(
+        "\n[[device]]\nid = \"restarting\"\nplugin = \"libleitsystem_panicky.so\"\nrole = \"display\"\n\
+         options = {{ panic_in = \"thread\", record = \"{}\" }}\n",
+        record.display()
+    );
+    let config = write_config_with_devices(
+        dir.path(),
+        &data,
+        &format!("{}{restarting}", sim_devices(scanner, buttons)),
+    )?;
+    let daemon = Daemon::start(&config, &data, &[])?;
+    issue_and_call(&daemon)?;
+    // Each instance lives 100 ms (its thread panics); nothing changes meanwhile.
+    wait_for("three restarts", Duration::from_secs(20), || {
+        Ok((device(&daemon, "restarting")?.restarts >= 3).then_some(()))
+    })?;
+    let text = std::fs::read_to_string(&record)?;
+    let instances: Vec<&str> = text.split("create\n").skip(1).collect();
+    assert!(instances.len() >= 3, "{text}");
+    let last_seq = request(&daemon, &ControlRequest::State)?
+        .state
+        .context("state")?
+        .last_seq;
+    // Every restarted instance was sent the display state, at once, of the latest event.
+    for instance in instances.iter().skip(1).take(instances.len() - 2) {
+        assert_eq!(
+            instance.lines().next(),
+            Some(format!("display {last_seq}").as_str()),
+            "a restarted instance was not sent the present state:\n{text}"
+        );
+    }
     assert!(daemon.terminate()?.success());
     Ok(())
 }

@@ -509,6 +509,24 @@ fn button_commands(rig: &mut Rig, command: &str) -> anyhow::Result<usize> {
     Ok(count.trim().parse()?)
 }
 
+/// Waits (at most 10 s) until the LED on `line` shows `level` (`'0'`/`'1'`).
+fn wait_led(rig: &mut Rig, line: &str, level: char) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let now = rig.gpio_sample(line, 1, 0)?;
+        if now.starts_with(level) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "the LED on {line} is {now}, not {level}, after 10 s; daemon log:\n{}",
+                rig.daemon_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A contact that bounces on the way down and up (1-2 ms each), held low for `hold_ms`.
 fn bouncing_press(hold_ms: u64) -> Vec<(bool, u64)> {
     vec![
@@ -535,7 +553,9 @@ fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_r
         role = \"buttons\"\ndesks = [\"1\", \"2\"]\n\
         options = { debounce_ms = 20, long_press_ms = 800, stuck_ms = 4000, buttons = [\n\
         { line = \"GPIO17\", desk = \"1\", action = \"next\", long_action = \"alarm\" },\n\
-        { line = \"GPIO27\", desk = \"2\", action = \"next\" },\n] }\n";
+        { line = \"GPIO27\", desk = \"2\", action = \"next\" },\n],\n\
+        leds = [{ line = \"GPIO23\", desk = \"1\" }, { line = \"GPIO24\", desk = \"2\" }],\n\
+        blink_ms = 250, alarm_blink_s = 6 }\n";
     rig.start_daemon("gpio", buttons)?;
     rig.wait_connected("desk-buttons", true)?;
     for desk in ["1", "2"] {
@@ -576,6 +596,24 @@ fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_r
     );
     assert_eq!(events_named(&mut rig, "ticket_called")?.len(), 1);
     assert_eq!(button_commands(&mut rig, "silent_alarm")?, 1);
+    // Desk 1's LED blinks (250 ms on, 250 ms off) for alarm_blink_s after its alarm, then
+    // goes dark (nobody is called there).
+    let blinking = rig.gpio_sample("GPIO23", 16, 50)?;
+    let changes = blinking
+        .as_bytes()
+        .windows(2)
+        .filter(|w| w[0] != w[1])
+        .count();
+    assert!(
+        (2..=4).contains(&changes) && blinking.contains('1') && blinking.contains('0'),
+        "desk 1's LED did not blink after its alarm: {blinking}"
+    );
+    let started = Instant::now();
+    while rig.gpio_sample("GPIO23", 10, 100)? != "0000000000" {
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("desk 1's LED still blinks 15 s after its alarm (alarm_blink_s = 6)");
+        }
+    }
 
     // A short press of the same button: its "next", at the release.
     rig.gpio_drive("GPIO17", &bouncing_press(200))?;
@@ -584,6 +622,12 @@ fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_r
         matches!(&calls[1].event, Event::TicketCalled { desk, .. } if desk.as_str() == "1"),
         "{calls:?}"
     );
+    wait_led(&mut rig, "GPIO23", '1')?;
+    // Serving starts at desk 2: its LED goes dark.
+    rig.execute(EngineCommand::StartService {
+        desk: DeskId::new("2"),
+    })?;
+    wait_led(&mut rig, "GPIO24", '0')?;
 
     // Two real presses of desk 2's button in quick succession (a double click): both reach
     // the engine, which calls the next visitor for the first and takes the second as a repeat

@@ -239,8 +239,8 @@ impl Driver for EscposPrinter {
     fn handle(&mut self, message: HostMessage) -> Result<(), String> {
         let (job, document) = match message {
             HostMessage::Print { job, document } => (job, document),
-            HostMessage::Display { .. } => {
-                return Err("a printer cannot show display states".to_string());
+            other => {
+                return Err(format!("a printer takes no '{}' messages", other.kind()));
             }
         };
         let bytes = match encode::encode(&document, &self.settings.profile, self.settings.qr) {

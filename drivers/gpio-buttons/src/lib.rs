@@ -9,8 +9,11 @@
 //! options = { debounce_ms = 20, long_press_ms = 1000, stuck_ms = 10000, bias = "pull_up",
 //!             active_low = true, buttons = [
 //!   { line = "GPIO17", desk = "1", action = "next", long_action = "alarm" },
-//!   { line = "GPIO27", desk = "1", action = "recall" } ] }
+//!   { line = "GPIO27", desk = "1", action = "recall" } ],
+//!   leds = [ { line = "GPIO23", desk = "1" } ], blink_ms = 250, alarm_blink_s = 300 }
 //! ```
+//! An LED per desk (optional) is lit while a visitor is called there and blinks after the
+//! desk's silent alarm ([`leds`]), from the host's `desks` messages.
 //! Actions: `next`, `recall`, `start`, `finish` (or `done`), `no_show`, `park`, `resume`,
 //! `pause`, `open`, `close`, `alarm`. Each press has a unique `event_id`, so a repeated
 //! delivery has one effect; two real presses are two presses (the engine turns a second
@@ -19,6 +22,7 @@
 //! The timing per button is [`machine::Button`] (pure); the loop [`run`] drives it from any
 //! [`Lines`], the real [`GpioLines`] or a scripted one in the tests.
 
+pub mod leds;
 pub mod machine;
 
 use std::collections::BTreeMap;
@@ -28,15 +32,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use gpiocdev::line::{Bias, EdgeDetection, EdgeKind};
-use leitsystem_plugin::messages::{ButtonAction, Role};
+use std::sync::Mutex;
+
+use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value as Level};
+use leitsystem_plugin::messages::{ButtonAction, DeskLight, Role};
 use leitsystem_plugin::{DeviceConfig, Driver, Host, HostMessage, LogLevel, PluginMessage};
 use serde_json::{Map, Value};
 
+use crate::leds::{Blink, LedSpec, led_on};
 use crate::machine::{Button, Output, Timing};
 
-const OPTIONS: [&str; 7] = [
+const OPTIONS: [&str; 10] = [
     "buttons",
+    "leds",
+    "blink_ms",
+    "alarm_blink_s",
     "debounce_ms",
     "long_press_ms",
     "stuck_ms",
@@ -45,6 +55,7 @@ const OPTIONS: [&str; 7] = [
     "reconnect_max_ms",
 ];
 const BUTTON_KEYS: [&str; 4] = ["line", "desk", "action", "long_action"];
+const LED_KEYS: [&str; 2] = ["line", "desk"];
 /// The longest wait for an edge before the loop looks at `stop` and the timers.
 const WAIT: Duration = Duration::from_millis(50);
 
@@ -78,6 +89,10 @@ pub struct Settings {
     pub active_low: bool,
     /// Longest pause between attempts to get the lines.
     pub reconnect_max: Duration,
+    /// One LED per desk, at most (active high: lit = line high).
+    pub leds: Vec<LedSpec>,
+    /// How an alarm blinks the LEDs.
+    pub blink: Blink,
 }
 
 /// Parses an action name.
@@ -200,8 +215,68 @@ impl Settings {
                 ));
             }
         };
+        let mut leds: Vec<LedSpec> = Vec::new();
+        match options.get("leds") {
+            None => {}
+            Some(Value::Array(list)) => {
+                for (i, entry) in list.iter().enumerate() {
+                    let Value::Object(l) = entry else {
+                        return Err(format!("leds[{i}] must be a table"));
+                    };
+                    if let Some(key) = l.keys().find(|k| !LED_KEYS.contains(&k.as_str())) {
+                        return Err(format!(
+                            "leds[{i}]: unknown key '{key}'; known: {}",
+                            LED_KEYS.join(", ")
+                        ));
+                    }
+                    let text =
+                        |key: &str| l.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+                    let line = text("line").ok_or_else(|| {
+                        format!("leds[{i}]: 'line' (a GPIO line name, e.g. \"GPIO23\") is missing")
+                    })?;
+                    let desk =
+                        text("desk").ok_or_else(|| format!("leds[{i}]: 'desk' is missing"))?;
+                    if !desks.is_empty() && !desks.iter().any(|d| d == desk) {
+                        return Err(format!(
+                            "leds[{i}]: desk '{desk}' is not one of the device's desks ({})",
+                            desks.join(", ")
+                        ));
+                    }
+                    if buttons.iter().any(|b| b.line == line) || leds.iter().any(|l| l.line == line)
+                    {
+                        return Err(format!("leds[{i}]: line '{line}' is used twice"));
+                    }
+                    if leds.iter().any(|l| l.desk == desk) {
+                        return Err(format!("leds[{i}]: desk '{desk}' has a second LED"));
+                    }
+                    leds.push(LedSpec {
+                        desk: desk.to_string(),
+                        line: line.to_string(),
+                    });
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "option 'leds' must be a list of {{ line = \"GPIO23\", desk = \"1\" }}, not {other}"
+                ));
+            }
+        }
         let settings = Settings {
             buttons,
+            leds,
+            blink: Blink {
+                half_period: millis("blink_ms", 250, 50..=5000)?,
+                alarm_for: match options.get("alarm_blink_s") {
+                    None => Duration::from_secs(300),
+                    Some(value) => value
+                        .as_u64()
+                        .filter(|n| (1..=86_400).contains(n))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            format!("option 'alarm_blink_s' must be 1..=86400 seconds, not {value}")
+                        })?,
+                },
+            },
             debounce: millis("debounce_ms", 20, 0..=1000)?,
             long_press: millis("long_press_ms", 1000, 100..=60_000)?,
             stuck: millis("stuck_ms", 10_000, 1000..=3_600_000)?,
@@ -237,12 +312,14 @@ pub struct Edge {
     pub at: Duration,
 }
 
-/// Where edges come from: the GPIO lines, or a script in the tests.
+/// Where edges come from and LEDs go to: the GPIO lines, or a script in the tests.
 pub trait Lines {
     /// Waits up to `timeout` for edges.
     fn wait(&mut self, timeout: Duration) -> Result<Vec<Edge>, String>;
     /// The monotonic time now, on the edges' clock.
     fn now(&self) -> Duration;
+    /// Switches LED `led` (index into the settings' LEDs) on or off.
+    fn set_led(&mut self, led: usize, on: bool) -> Result<(), String>;
 }
 
 /// What the loop reports.
@@ -257,13 +334,22 @@ pub enum Report {
 }
 
 /// Drives every button's machine from `lines` until `stop` or an error of the lines (which
-/// is returned).
+/// is returned), and sets each LED to what `leds` says (one level per LED of the settings)
+/// whenever that changes.
 pub fn run(
     lines: &mut dyn Lines,
     settings: &Settings,
     stop: &AtomicBool,
     report: &mut dyn FnMut(Report),
+    leds: &dyn Fn() -> Vec<bool>,
 ) -> String {
+    let mut shown: Vec<Option<bool>> = vec![None; settings.leds.len()];
+    // Often enough that a blink's edges are late by at most a fifth of its half period.
+    let wait = if settings.leds.is_empty() {
+        WAIT
+    } else {
+        WAIT.min(settings.blink.half_period / 5)
+    };
     let mut buttons: Vec<Button> = settings
         .buttons
         .iter()
@@ -289,7 +375,7 @@ pub fn run(
             .filter_map(Button::next_deadline)
             .map(|d| d.saturating_sub(now))
             .min()
-            .map_or(WAIT, |d| d.min(WAIT));
+            .map_or(wait, |d| d.min(wait));
         match lines.wait(timeout) {
             Ok(edges) => {
                 for edge in edges {
@@ -308,8 +394,35 @@ pub fn run(
                 emit(index, output);
             }
         }
+        for (index, (on, was)) in leds().into_iter().zip(shown.iter_mut()).enumerate() {
+            if *was != Some(on) {
+                if let Err(why) = lines.set_led(index, on) {
+                    return why;
+                }
+                *was = Some(on);
+            }
+        }
     }
     String::new()
+}
+
+/// The LED levels for `lights` at `now_ms` (ms since 1970): one per LED of `settings`.
+pub fn led_levels(settings: &Settings, lights: &[DeskLight], now_ms: i64) -> Vec<bool> {
+    settings
+        .leds
+        .iter()
+        .map(|led| {
+            let light = lights.iter().find(|l| l.desk == led.desk);
+            led_on(light, now_ms, settings.blink)
+        })
+        .collect()
+}
+
+/// The wall clock in ms since 1970 (the clock the host's alarm times are on).
+pub fn wall_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The monotonic clock the kernel stamps GPIO edges with.
@@ -327,17 +440,39 @@ pub fn monotonic_now() -> Duration {
 }
 
 /// The real lines: one request per GPIO chip, edges on both sides, kernel debounce, bias and
-/// active-low as configured, consumer `leitsystemd`.
+/// active-low as configured, consumer `leitsystemd`; and one output request per LED.
 pub struct GpioLines {
     requests: Vec<(gpiocdev::Request, BTreeMap<u32, usize>)>,
+    leds: Vec<(gpiocdev::Request, u32)>,
 }
 
 impl GpioLines {
-    /// Finds the lines by name and requests them.
+    /// Finds the lines by name and requests them (the LEDs as outputs, off).
     pub fn request(settings: &Settings) -> Result<GpioLines, String> {
         let names: Vec<&str> = settings.buttons.iter().map(|b| b.line.as_str()).collect();
-        let found = gpiocdev::find_named_lines(&names, true)
+        let led_names: Vec<&str> = settings.leds.iter().map(|l| l.line.as_str()).collect();
+        let all: Vec<&str> = names.iter().chain(led_names.iter()).copied().collect();
+        let found = gpiocdev::find_named_lines(&all, true)
             .map_err(|e| format!("cannot look the GPIO lines up: {e}"))?;
+        let mut leds = Vec::new();
+        for name in &led_names {
+            let line = found
+                .get(name)
+                .ok_or_else(|| format!("no GPIO line named '{name}' (see `gpioinfo`)"))?;
+            let request = gpiocdev::Request::builder()
+                .on_chip(line.chip.clone())
+                .with_consumer("leitsystemd")
+                .with_line(line.info.offset)
+                .as_output(Level::Inactive)
+                .request()
+                .map_err(|e| {
+                    format!(
+                        "cannot request LED line {name} on {}: {e}",
+                        line.chip.display()
+                    )
+                })?;
+            leds.push((request, line.info.offset));
+        }
         let mut chips: BTreeMap<PathBuf, BTreeMap<u32, usize>> = BTreeMap::new();
         for (index, name) in names.iter().enumerate() {
             let line = found
@@ -370,7 +505,7 @@ impl GpioLines {
                 .map_err(|e| format!("cannot request lines {list:?} on {}: {e}", chip.display()))?;
             requests.push((request, offsets));
         }
-        Ok(GpioLines { requests })
+        Ok(GpioLines { requests, leds })
     }
 }
 
@@ -404,12 +539,22 @@ impl Lines for GpioLines {
     fn now(&self) -> Duration {
         monotonic_now()
     }
+
+    fn set_led(&mut self, led: usize, on: bool) -> Result<(), String> {
+        let (request, offset) = self.leds.get(led).ok_or_else(|| format!("no LED {led}"))?;
+        let level = if on { Level::Active } else { Level::Inactive };
+        request
+            .set_value(*offset, level)
+            .map(|_| ())
+            .map_err(|e| format!("setting an LED line failed: {e}"))
+    }
 }
 
 /// One button box.
 pub struct GpioButtons {
     stop: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
+    lights: Arc<Mutex<Vec<DeskLight>>>,
 }
 
 impl Driver for GpioButtons {
@@ -424,26 +569,32 @@ impl Driver for GpioButtons {
         let settings = Settings::from_options(&config.options, &config.desks)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let lights = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&lights);
         let id = config.id.clone();
         let worker = host
             .spawn(&format!("buttons-{id}"), move || {
-                serve(&settings, &id, host, &flag)
+                serve(&settings, &id, host, &flag, &shared)
             })
             .map_err(|e| format!("cannot start the button thread: {e}"))?;
         Ok(GpioButtons {
             stop,
             worker: Some(worker),
+            lights,
         })
     }
 
     fn handle(&mut self, message: HostMessage) -> Result<(), String> {
-        let kind = match message {
-            HostMessage::Print { .. } => "print",
-            HostMessage::Display { .. } => "display",
-        };
-        Err(format!(
-            "buttons take no messages from the host, got '{kind}'"
-        ))
+        match message {
+            HostMessage::Desks { desks } => {
+                *self.lights.lock().unwrap_or_else(|p| p.into_inner()) = desks;
+                Ok(())
+            }
+            other => Err(format!(
+                "buttons take no '{}' messages from the host",
+                other.kind()
+            )),
+        }
     }
 
     fn stop(&mut self) {
@@ -460,8 +611,19 @@ impl Drop for GpioButtons {
     }
 }
 
-/// Requests the lines, runs the buttons, and requests them again after a failure (backoff).
-fn serve(settings: &Settings, id: &str, host: Host, stop: &AtomicBool) {
+/// Requests the lines, runs the buttons and LEDs, and requests them again after a failure
+/// (backoff).
+fn serve(
+    settings: &Settings,
+    id: &str,
+    host: Host,
+    stop: &AtomicBool,
+    lights: &Mutex<Vec<DeskLight>>,
+) {
+    let levels = || {
+        let lights = lights.lock().unwrap_or_else(|p| p.into_inner());
+        led_levels(settings, &lights, wall_now_ms())
+    };
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -473,7 +635,12 @@ fn serve(settings: &Settings, id: &str, host: Host, stop: &AtomicBool) {
             Ok(mut lines) => {
                 backoff = Duration::from_millis(100);
                 reported = None;
-                let names: Vec<&str> = settings.buttons.iter().map(|b| b.line.as_str()).collect();
+                let names: Vec<&str> = settings
+                    .buttons
+                    .iter()
+                    .map(|b| b.line.as_str())
+                    .chain(settings.leds.iter().map(|l| l.line.as_str()))
+                    .collect();
                 host.emit(&PluginMessage::Connection {
                     connected: true,
                     detail: Some(format!("lines {} requested", names.join(", "))),
@@ -495,7 +662,7 @@ fn serve(settings: &Settings, id: &str, host: Host, stop: &AtomicBool) {
                         host.log(LogLevel::Info, format!("button on {line} released again"));
                     }
                 };
-                let why = run(&mut lines, settings, stop, &mut report);
+                let why = run(&mut lines, settings, stop, &mut report, &levels);
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }

@@ -183,7 +183,7 @@ impl Driver for HdmiDisplay {
                 self.shared.lock().display = Some(DisplaySummary::of(&state));
                 Ok(())
             }
-            HostMessage::Print { .. } => Err("a display cannot print tickets".to_string()),
+            other => Err(format!("a display takes no '{}' messages", other.kind())),
         }
     }
 

@@ -187,12 +187,9 @@ impl Driver for HidScanner {
     }
 
     fn handle(&mut self, message: HostMessage) -> Result<(), String> {
-        let kind = match message {
-            HostMessage::Print { .. } => "print",
-            HostMessage::Display { .. } => "display",
-        };
         Err(format!(
-            "a scanner takes no messages from the host, got '{kind}'"
+            "a scanner takes no messages from the host, got '{}'",
+            message.kind()
         ))
     }
 

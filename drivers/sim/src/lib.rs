@@ -13,9 +13,12 @@
 //!   with a printer that loses power mid-job) and it reports itself offline; when the file
 //!   goes away it reports itself online again.
 //! - **display**: writes the latest display state to `<file>` (atomically: temp file + rename).
+//! - buttons also take the host's `desks` messages (the desk lights): with `lights_file` the
+//!   latest list is written there (atomically), as a real box would light its LEDs.
 //!
 //! Options (in the device's `options`): `port` (scanner, buttons; 0 = any free port, the bound
-//! port is logged), `dir`, `paper_out_file` and `offline_file` (printer), `file` (display).
+//! port is logged), `lights_file` (buttons), `dir`, `paper_out_file` and `offline_file`
+//! (printer), `file` (display).
 //!
 //! Threads are started with [`Host::spawn`] (a panic becomes a `failed` message) and stopped in
 //! [`Driver::stop`]; listeners poll a stop flag every 20 ms, so `destroy` returns promptly.
@@ -44,6 +47,7 @@ pub struct SimDevice {
     threads: Vec<JoinHandle<()>>,
     printer: Option<PrinterOptions>,
     display_file: Option<PathBuf>,
+    lights_file: Option<PathBuf>,
     paper_out: Arc<AtomicBool>,
     offline: Arc<AtomicBool>,
 }
@@ -79,6 +83,9 @@ impl Driver for SimDevice {
             threads: Vec::new(),
             printer: None,
             display_file: None,
+            lights_file: option_str(&config, "lights_file")
+                .filter(|_| config.role == Role::Buttons)
+                .map(PathBuf::from),
             paper_out: Arc::new(AtomicBool::new(false)),
             offline: Arc::new(AtomicBool::new(false)),
         };
@@ -209,13 +216,18 @@ impl Driver for SimDevice {
                 write_atomically(&file, &body)
                     .map_err(|e| format!("cannot write {}: {e}", file.display()))
             }
-            (message, role) => Err(format!(
-                "a {} cannot handle {}",
-                role.as_str(),
-                match message {
-                    HostMessage::Print { .. } => "print jobs",
-                    HostMessage::Display { .. } => "display states",
+            (HostMessage::Desks { desks }, Role::Buttons) => match &self.lights_file {
+                Some(file) => {
+                    let body = serde_json::to_vec_pretty(&desks).unwrap_or_default();
+                    write_atomically(file, &body)
+                        .map_err(|e| format!("cannot write {}: {e}", file.display()))
                 }
+                None => Ok(()),
+            },
+            (message, role) => Err(format!(
+                "a {} takes no '{}' messages",
+                role.as_str(),
+                message.kind()
             )),
         }
     }
