@@ -208,7 +208,7 @@ fn udev_view(rig: &mut Rig, node: &str) -> anyhow::Result<(String, String)> {
 }
 
 #[test]
-fn the_packaged_udev_rules_name_the_scanners_and_the_printer_for_the_daemon_group()
+fn the_packaged_udev_rules_name_the_scanners_and_the_printer_and_give_gpio_to_the_daemon_group()
 -> anyhow::Result<()> {
     let (_guard, mut rig) = boot()?;
     // Debian's udev with systemd/60-leitsystem.rules, on the kernel's real uevents.
@@ -238,6 +238,15 @@ fn the_packaged_udev_rules_name_the_scanners_and_the_printer_for_the_daemon_grou
     // The stock rules' stable by-id name for the keyboard scanner is there too.
     let by_id = rig.shell("ls /dev/input/by-id/")?;
     assert!(by_id.contains("-event-kbd"), "{by_id}");
+    // The GPIO chip the call buttons use (gpio-sim's, as a Pi's own) is the daemon group's.
+    let chips = rig.shell("ls -ln /dev/gpiochip*")?;
+    assert!(!chips.trim().is_empty(), "no GPIO chip");
+    for listing in chips.lines() {
+        assert!(
+            listing.starts_with("crw-rw----") && listing.contains(" 990 "),
+            "a GPIO chip is not the leitsystem group's (0660): {listing}"
+        );
+    }
     Ok(())
 }
 
@@ -544,7 +553,7 @@ fn bouncing_press(hold_ms: u64) -> Vec<(bool, u64)> {
 }
 
 #[test]
-fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_raises_the_alarm()
+fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_light_their_desk_and_raise_the_alarm()
 -> anyhow::Result<()> {
     let (_guard, mut rig) = boot()?;
     // The lines by their Raspberry Pi names, on the rig's gpio-sim chip (pulled up by the
@@ -651,6 +660,26 @@ fn call_buttons_on_real_gpio_lines_call_one_visitor_per_press_and_a_long_press_r
         .filter(|t| t.state.name() == "waiting")
         .collect();
     assert_eq!(waiting.len(), 1, "{waiting:?} / {calls:?}");
+
+    // Held past stuck_ms (4 s): its one press, then a "stuck" line in the journal, nothing
+    // repeated; released, it says so.
+    rig.gpio_drive("GPIO27", &[(false, 4600), (true, 500)])?;
+    assert_eq!(
+        button_commands(&mut rig, "call_next")?,
+        5,
+        "a held button repeated or was lost"
+    );
+    let log = rig.shell("cat /data/gpio.log")?;
+    assert_eq!(
+        log.matches("button on GPIO27 held too long").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("button on GPIO27 released again").count(),
+        1,
+        "{log}"
+    );
     rig.stop_daemon()?;
     Ok(())
 }
