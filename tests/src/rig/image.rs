@@ -61,7 +61,7 @@ pub struct Image {
 }
 
 /// Builds the image (the downloads are cached in `cache`, the initramfs is written to `out`).
-/// `build` is the target directory with the daemon and plugins, `agent` the rig agent.
+/// `build` is the release directory with the daemon and plugins, `agent` the rig agent.
 pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Result<Image> {
     for (tool, package) in [
         ("apt-get", "apt"),
@@ -190,8 +190,9 @@ pub fn build(cache: &Path, build: &Path, agent: &Path, out: &Path) -> anyhow::Re
     for (source, target) in &executables {
         if !source.is_file() {
             bail!(
-                "{} is missing: build it first with `cargo build --workspace` (the README's \
-                 test command does this)",
+                "{} is missing: the rig boots the release build; build it first with \
+                 `source .ci/release-packages.sh && cargo build --release \"${{RELEASE_PACKAGES[@]}}\"` \
+                 (the README's test command does this)",
                 source.display()
             );
         }

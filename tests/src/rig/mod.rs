@@ -67,11 +67,12 @@ fn image(agent: &Path) -> anyhow::Result<Image> {
     if let Some(image) = guard.as_ref() {
         return Ok(image.clone());
     }
-    let build = build_dir()?;
-    let target = build
+    // The release build, as the package ships it (`tests/run` builds it before the suite).
+    let target = build_dir()?
         .parent()
         .context("the build directory has no parent")?
         .to_path_buf();
+    let build = target.join("release");
     let cache = target.join("rig");
     // Written under a name of this process, then renamed over the last one: QEMU reads the
     // whole file at its start, so a VM of another test process keeps what it opened.
