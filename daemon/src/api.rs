@@ -101,6 +101,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/stats", Access::Admin),
     route("GET", "/plugins", Access::Admin),
     route("GET", "/alarms", Access::Admin),
+    route("POST", "/alarms/{seq}/acknowledge", Access::Admin),
     route("GET", "/clock", Access::Admin),
     route("POST", "/clock/confirm", Access::Admin),
 ];
@@ -369,6 +370,10 @@ pub fn refusal_text(e: &ExecuteError, catalog: &Catalog) -> (String, String) {
         CommandError::UnknownService { service } => (
             format!("Das Anliegen „{service}“ gibt es nicht."),
             format!("There is no service “{service}”."),
+        ),
+        CommandError::UnknownAlarm { alarm } => (
+            format!("Einen stillen Alarm Nr. {alarm} gibt es heute nicht."),
+            format!("There is no silent alarm no. {alarm} today."),
         ),
         CommandError::NumbersExhausted { prefix } => (
             format!(
@@ -700,6 +705,22 @@ pub async fn handle(
             };
             run(&ctx, source, request_id, command).await
         }
+        "/alarms/{seq}/acknowledge" => match params[0].parse::<u64>() {
+            Ok(alarm) => {
+                run(
+                    &ctx,
+                    source,
+                    request_id,
+                    Command::AcknowledgeAlarm { alarm },
+                )
+                .await
+            }
+            Err(_) => error(
+                StatusCode::BAD_REQUEST,
+                "invalid_alarm",
+                format!("'{}' is not an alarm's seq (a number)", params[0]),
+            ),
+        },
         "/stats" => stats(&ctx).await,
         "/plugins" => {
             let devices = registry(&ctx.registry);
@@ -1212,6 +1233,9 @@ async fn alarms(ctx: &Ctx) -> warp::reply::Response {
                 "at_local": catalog.calendar.local_hhmm(a.at),
                 "source": a.source,
                 "seq": a.seq,
+                "acknowledged_at": a.acknowledged.as_ref().map(|k| k.at),
+                "acknowledged_local": a.acknowledged.as_ref().map(|k| catalog.calendar.local_hhmm(k.at)),
+                "acknowledged_by": a.acknowledged.as_ref().map(|k| k.by.as_str()),
             })
         })
         .collect();

@@ -3,8 +3,9 @@
 //! `desks` message for its desks (at start, and whenever it changes).
 //!
 //! Per desk: `called` while a visitor is called there and not yet being served (the LED is
-//! lit), and `alarm_at`, when the desk's latest silent alarm of the day was raised (the driver
-//! blinks the LED for a while after it). Staff-facing only: this never reaches a display.
+//! lit), and `alarm_at`, when the desk's latest silent alarm of the day that nobody has
+//! acknowledged yet was raised (the driver blinks the LED until the acknowledgement, at most
+//! its `alarm_blink_s`). Staff-facing only: this never reaches a display.
 
 use leitsystem_plugin::HostMessage;
 use leitsystem_plugin::messages::DeskLight;
@@ -32,7 +33,7 @@ pub fn desk_lights(view: &StateView, desks: &[String]) -> Vec<DeskLight> {
             let alarm_at = view
                 .alarms
                 .iter()
-                .filter(|alarm| alarm.desk == desk.id)
+                .filter(|alarm| alarm.desk == desk.id && alarm.acknowledged.is_none())
                 .map(|alarm| alarm.at)
                 .max();
             DeskLight {
@@ -101,7 +102,7 @@ mod tests {
     use crate::domain::{
         DeskId, DeskMode, DeskState, ServiceId, Ticket, TicketNumber, TicketOrigin,
     };
-    use crate::engine::AlarmRecord;
+    use crate::engine::{Acknowledgement, AlarmRecord};
 
     fn desk(id: &str, current: Option<&str>) -> DeskState {
         DeskState {
@@ -162,6 +163,14 @@ mod tests {
             at,
             desk: DeskId::new(desk),
             source: "buttons:b".into(),
+            acknowledged: None,
+        };
+        let acknowledged = |seq, at, desk: &str| AlarmRecord {
+            acknowledged: Some(Acknowledgement {
+                at: at + 1,
+                by: "web:chef".into(),
+            }),
+            ..alarm(seq, at, desk)
         };
         let state = view(
             vec![
@@ -174,6 +183,9 @@ mod tests {
                 alarm(4, 1000, "3"),
                 alarm(9, 5000, "3"),
                 alarm(7, 3000, "1"),
+                // Acknowledged alarms do not count: a later one of desk 3, desk 2's only one.
+                acknowledged(11, 6000, "3"),
+                acknowledged(12, 7000, "2"),
             ],
         );
         let lights = desk_lights(&state, &[]);

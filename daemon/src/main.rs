@@ -284,6 +284,12 @@ enum CtlAction {
         /// Ticket number.
         ticket: String,
     },
+    /// Acknowledge a silent alarm for everyone (its seq, as `state` lists it under `alarms`):
+    /// the admin pages go quiet and the desk's light stops blinking.
+    AcknowledgeAlarm {
+        /// The alarm's seq.
+        seq: u64,
+    },
     /// Accept the wall clock's time: after a jump the daemon held (see `state`'s
     /// `clock_hold`) the service day follows the clock again; a day waiting for a synchronised
     /// clock (`clock_wait`) starts on the clock as it is.
@@ -959,6 +965,7 @@ fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode
         CtlAction::Reprint { ticket } => Command::Reprint {
             ticket: TicketNumber::new(ticket),
         },
+        CtlAction::AcknowledgeAlarm { seq } => Command::AcknowledgeAlarm { alarm: seq },
         CtlAction::Next { desk: d } => Command::CallNext { desk: desk(d) },
         CtlAction::Call { desk: d, ticket: t } => Command::CallTicket {
             desk: desk(d),

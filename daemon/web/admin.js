@@ -76,7 +76,9 @@
       raiseAlarms(list);
       byId("alarms-section").classList.toggle("alarm-box", list.length > 0);
       byId("alarms").replaceChildren(...(list.length ? list.map((a) => el("li", null,
-        a.at_local + " – " + (a.desk_label ? a.desk_label.de : a.desk) + " (" + a.source + ")"))
+        a.at_local + " – " + (a.desk_label ? a.desk_label.de : a.desk) + " (" + a.source + ")"
+        + (a.acknowledged_local ? " – quittiert · acknowledged " + a.acknowledged_local
+          + " (" + a.acknowledged_by + ")" : " – offen · open")))
         : [el("li", null, "Keine · None")]));
     }
     if (clock.status === 200) {
@@ -148,20 +150,13 @@
     byId("print-places").replaceChildren(...blocks);
   }
 
-  // Silent alarms this browser has not acknowledged: a red banner and a siren-like tone
-  // every 2 s until "Acknowledge". Acknowledged alarms are remembered per browser.
-  const ACK_KEY = "leitsystem.alarms.acknowledged";
+  // Silent alarms nobody has acknowledged: a red banner and a siren-like tone every 2 s
+  // until someone presses "Acknowledge". That acknowledges them for everyone: the engine
+  // records who and when, every admin page goes quiet, the desk's light stops blinking and
+  // the city's security service is told over MQTT.
   let alarmTimer = null;
   let audio = null;
   let pending = [];
-
-  function acknowledged() {
-    try {
-      return new Set(JSON.parse(window.localStorage.getItem(ACK_KEY) || "[]"));
-    } catch (e) {
-      return new Set();
-    }
-  }
 
   function beep() {
     try {
@@ -186,8 +181,7 @@
   }
 
   function raiseAlarms(list) {
-    const seen = acknowledged();
-    pending = list.filter((a) => !seen.has(String(a.seq)));
+    pending = list.filter((a) => a.acknowledged_at === null || a.acknowledged_at === undefined);
     const banner = byId("alarm-banner");
     banner.hidden = pending.length === 0;
     document.body.dataset.alarm = pending.length ? "raised" : "";
@@ -204,15 +198,22 @@
     }
   }
 
-  function acknowledgeAlarms() {
-    const seen = acknowledged();
-    pending.forEach((a) => seen.add(String(a.seq)));
-    try {
-      window.localStorage.setItem(ACK_KEY, JSON.stringify(Array.from(seen).slice(-500)));
-    } catch (e) {
-      // Storage full or off: the banner goes away until the next refresh brings it back.
+  async function acknowledgeAlarms() {
+    const button = byId("alarm-ack");
+    button.disabled = true;
+    const refused = [];
+    for (const alarm of pending) {
+      const answer = await api("POST", "/alarms/" + alarm.seq + "/acknowledge");
+      if (answer.status !== 200) {
+        refused.push((answer.body && answer.body.message) || ("HTTP " + answer.status));
+      }
     }
-    raiseAlarms([]);
+    byId("alarm-message").textContent = refused.join("; ");
+    button.disabled = false;
+    if (!refused.length) {
+      raiseAlarms([]);
+    }
+    refresh();
   }
 
   // One confirmation for both notices: a held jump and a day waiting for the clock.

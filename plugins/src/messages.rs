@@ -216,7 +216,7 @@ impl HostMessage {
 }
 
 /// What a desk's light shows: lit while a visitor is called there (not yet being served),
-/// blinking after the desk's silent alarm. Staff-facing only: never sent to displays.
+/// blinking while the desk's silent alarm is raised. Staff-facing only: never sent to displays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeskLight {
@@ -224,7 +224,8 @@ pub struct DeskLight {
     pub desk: String,
     /// A visitor is called to the desk and has not been served yet.
     pub called: bool,
-    /// When the desk's latest silent alarm of the day was raised (ms since 1970, UTC).
+    /// When the desk's latest silent alarm of the day that nobody has acknowledged yet was
+    /// raised (ms since 1970, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_at: Option<i64>,
 }

@@ -305,6 +305,23 @@ fn the_button_box_gets_its_desks_lights_lit_while_called_and_the_alarm_never_on_
     )?;
     let display = std::fs::read_to_string(data.join("display.json"))?;
     assert!(!display.contains("alarm"), "{display}");
+    // Acknowledged (here with `ctl acknowledge-alarm`): the light stops showing it.
+    let alarm = request(&daemon, &ControlRequest::State)?
+        .state
+        .context("state")?
+        .alarms[0]
+        .seq;
+    let status = std::process::Command::new(daemon_binary()?)
+        .args(["ctl", "--socket"])
+        .arg(&daemon.socket)
+        .args(["acknowledge-alarm", &alarm.to_string()])
+        .status()?;
+    assert!(status.success(), "ctl acknowledge-alarm failed");
+    wait_lights(
+        &data,
+        "desk 3's alarm acknowledged",
+        &[("1", false, false), ("3", false, false)],
+    )?;
     assert!(daemon.terminate()?.success());
     Ok(())
 }

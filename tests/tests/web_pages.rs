@@ -1044,8 +1044,27 @@ fn a_silent_alarm_sounds_on_the_admin_page_and_the_evacuation_list_prints_by_pla
     assert!(sounded >= 2, "the alarm sounded {sounded} times in 2.5 s");
     browser.screenshot(&artifacts("web")?.join("admin-silent-alarm.png"))?;
 
-    // Acknowledged: quiet, and still quiet after a reload.
+    // Acknowledged: quiet, and still quiet after a reload. The acknowledgement is the
+    // engine's, for everyone: the alarm list says who and when.
     browser.click("#alarm-ack")?;
+    let admin = session(&url, "chef")?;
+    let acknowledged_by =
+        leitsystem_tests::daemon::wait_for("the acknowledgement", Duration::from_secs(5), || {
+            let listed = http(
+                &url,
+                "GET",
+                "/api/v1/alarms",
+                &[("Cookie", admin.as_str())],
+                None,
+            )?;
+            let alarms: Value = serde_json::from_str(&listed.body)?;
+            Ok(alarms["alarms"][0]["acknowledged_by"]
+                .as_str()
+                .map(str::to_string))
+        })?;
+    assert_eq!(acknowledged_by, "web:chef");
+    browser.wait_text("#alarms", "quittiert", 5_000)?;
+    browser.screenshot(&artifacts("web")?.join("admin-silent-alarm-acknowledged.png"))?;
     assert_eq!(browser.eval(banner_shown)?, Value::Bool(false));
     let after_ack = sounds(&mut browser)?;
     std::thread::sleep(Duration::from_millis(4_500));

@@ -132,5 +132,6 @@ pub fn moves_queues(event: &Event) -> bool {
             | Event::ReprintRequested { .. }
             | Event::DeskModeChanged { .. }
             | Event::SilentAlarm { .. }
+            | Event::AlarmAcknowledged { .. }
     )
 }

@@ -1280,3 +1280,48 @@ fn personal_data_is_written_for_a_booked_visit_only_and_erased_when_it_is_cancel
     );
     assert_eq!(commit.erase_personal, vec![BookingId::new("p1")]);
 }
+
+/// A silent alarm stays raised until someone acknowledges it: once, with who and when; a
+/// second acknowledgement changes nothing, an unknown one is refused; the log alone rebuilds
+/// the same state.
+#[test]
+fn a_silent_alarm_is_acknowledged_once_by_whoever_took_care_of_it() {
+    let mut sim = Sim::new();
+    sim.ok(Command::SilentAlarm {
+        desk: DeskId::new("2"),
+    });
+    let seq = sim.state().alarms[0].seq;
+    assert_eq!(sim.state().alarms[0].acknowledged, None);
+    assert_eq!(
+        sim.run(Command::AcknowledgeAlarm { alarm: seq + 100 }),
+        Err(CommandError::UnknownAlarm { alarm: seq + 100 })
+    );
+    sim.at("08:05");
+    assert_eq!(
+        sim.ok(Command::AcknowledgeAlarm { alarm: seq }),
+        Outcome::AlarmAcknowledged {
+            alarm: seq,
+            desk: DeskId::new("2"),
+        }
+    );
+    let acknowledged = sim.state().alarms[0].acknowledged.clone();
+    assert_eq!(
+        acknowledged.as_ref().map(|a| (a.at, a.by.as_str())),
+        Some((sim.local("08:05"), "test"))
+    );
+    let events = sim.log().len();
+    sim.at("08:06");
+    assert_eq!(
+        sim.ok(Command::AcknowledgeAlarm { alarm: seq }),
+        Outcome::Unchanged
+    );
+    assert_eq!(
+        sim.log().len(),
+        events,
+        "a second acknowledgement was logged"
+    );
+    assert_eq!(sim.state().alarms[0].acknowledged, acknowledged);
+    let replayed = leitsystem_core::engine::State::replay(sim.engine.catalog(), sim.log())
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    assert_eq!(replayed.alarms, sim.state().alarms);
+}

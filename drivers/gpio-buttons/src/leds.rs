@@ -2,9 +2,10 @@
 //! moment of the wall clock.
 //!
 //! - lit while a visitor is called to the desk and not yet served;
-//! - blinking (`blink_ms` on, `blink_ms` off, in phase with the alarm) for `alarm_blink_s`
-//!   after the desk's latest silent alarm: the clerk sees that the alarm went out, the
-//!   visitor at the desk sees nothing unusual on the public display;
+//! - blinking (`blink_ms` on, `blink_ms` off, in phase with the alarm) while the desk's latest
+//!   silent alarm is unacknowledged (the host stops sending its `alarm_at` then), at most
+//!   `alarm_blink_s`: the clerk sees that the alarm went out, the visitor at the desk sees
+//!   nothing unusual on the public display;
 //! - dark otherwise, and before the host has said anything.
 
 use std::time::Duration;

@@ -151,6 +151,13 @@ pub enum Command {
         /// The desk raising it.
         desk: DeskId,
     },
+    /// Someone responsible (an admin, the security service) has seen the silent alarm and
+    /// takes care of it: it stops sounding on the admin pages and blinking on its desk's
+    /// light, for everyone. Acknowledging it again changes nothing.
+    AcknowledgeAlarm {
+        /// The log seq of the alarm's `silent_alarm` event.
+        alarm: u64,
+    },
 }
 
 fn default_priority() -> u8 {
@@ -185,6 +192,7 @@ impl Command {
             Command::Tick => "tick",
             Command::ConfirmClock => "confirm_clock",
             Command::SilentAlarm { .. } => "silent_alarm",
+            Command::AcknowledgeAlarm { .. } => "acknowledge_alarm",
         }
     }
 }
@@ -285,6 +293,13 @@ pub enum Outcome {
     /// The silent alarm was recorded.
     AlarmRecorded {
         /// The desk.
+        desk: DeskId,
+    },
+    /// The silent alarm was acknowledged.
+    AlarmAcknowledged {
+        /// The alarm's seq.
+        alarm: u64,
+        /// Its desk.
         desk: DeskId,
     },
     /// Nothing to do (e.g. a tick before the day ends, a desk already in that mode).
@@ -470,6 +485,12 @@ pub enum CommandError {
         /// The prefix.
         prefix: String,
     },
+    /// No silent alarm of today has this seq.
+    #[error("no silent alarm {alarm} today")]
+    UnknownAlarm {
+        /// The seq given.
+        alarm: u64,
+    },
 }
 
 impl CommandError {
@@ -501,6 +522,7 @@ impl CommandError {
             CommandError::InvalidBooking { .. } => "invalid_booking",
             CommandError::InvalidForward { .. } => "invalid_forward",
             CommandError::NumbersExhausted { .. } => "numbers_exhausted",
+            CommandError::UnknownAlarm { .. } => "unknown_alarm",
         }
     }
 }

@@ -157,6 +157,11 @@ pub enum Event {
         /// The desk.
         desk: DeskId,
     },
+    /// A silent alarm was acknowledged by someone who takes care of it (the record's source).
+    AlarmAcknowledged {
+        /// The log seq of the `silent_alarm` event.
+        alarm: u64,
+    },
 }
 
 impl Event {
@@ -183,6 +188,7 @@ impl Event {
             Event::TicketPrintFailed { .. } => "ticket_print_failed",
             Event::ReprintRequested { .. } => "reprint_requested",
             Event::SilentAlarm { .. } => "silent_alarm",
+            Event::AlarmAcknowledged { .. } => "alarm_acknowledged",
         }
     }
 }

@@ -345,7 +345,16 @@ impl State {
                 at,
                 desk: desk.clone(),
                 source: record.source.clone(),
+                acknowledged: None,
             }),
+            Event::AlarmAcknowledged { alarm } => {
+                if let Some(raised) = self.alarms.iter_mut().find(|a| a.seq == *alarm) {
+                    raised.acknowledged = Some(Acknowledgement {
+                        at,
+                        by: record.source.clone(),
+                    });
+                }
+            }
         }
     }
 

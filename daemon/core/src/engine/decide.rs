@@ -408,6 +408,24 @@ impl Engine {
                     Outcome::AlarmRecorded { desk: desk.clone() },
                 ))
             }
+            Command::AcknowledgeAlarm { alarm } => {
+                let record = self
+                    .state
+                    .alarms
+                    .iter()
+                    .find(|a| a.seq == *alarm)
+                    .ok_or(CommandError::UnknownAlarm { alarm: *alarm })?;
+                if record.acknowledged.is_some() {
+                    return Ok(Decided::events(Vec::new(), Outcome::Unchanged));
+                }
+                Ok(Decided::events(
+                    vec![Event::AlarmAcknowledged { alarm: *alarm }],
+                    Outcome::AlarmAcknowledged {
+                        alarm: *alarm,
+                        desk: record.desk.clone(),
+                    },
+                ))
+            }
         }
     }
 

@@ -75,6 +75,19 @@ pub struct AlarmRecord {
     pub desk: DeskId,
     /// The input it came from (`web:platz1`, `buttons:<device id>`, `ctl`).
     pub source: String,
+    /// Who acknowledged it, and when; `None` while it is raised (absent in stores written
+    /// before acknowledgements existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// Someone took care of a silent alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// When.
+    pub at: Millis,
+    /// The input it came from (`web:chef`, `ctl`).
+    pub by: String,
 }
 
 /// The part of the state that is not per-entity (written on every commit).
