@@ -1,6 +1,6 @@
 //! Desk lights: what the LEDs on the clerks' button boxes show, derived from the engine's
-//! state after every committed burst of events and sent to each buttons device as one
-//! `desks` message for its desks (at start, and whenever it changes).
+//! state after every committed burst of events that can change one, and sent to each buttons
+//! device as one `desks` message for its desks (at start, and whenever it changes).
 //!
 //! Per desk: `called` while a visitor is called there and not yet being served (the LED is
 //! lit), and `alarm_at`, when the desk's latest silent alarm of the day that nobody has
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::StateView;
 use crate::daemon::EngineHandle;
-use crate::domain::TicketState;
+use crate::domain::{Event, TicketState};
 
 /// Most events folded into one look at the state.
 const BURST: usize = 512;
@@ -86,14 +86,34 @@ pub async fn feed(
             }
             Err(e) => tracing::warn!("desk lights: cannot read the state: {e}"),
         }
-        let burst = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            burst = committed.recv_batch(BURST, std::time::Duration::ZERO) => burst,
-        };
-        if burst.is_none() {
-            return;
+        // Wait for a burst that can change a light: a bulk booking sync (thousands of
+        // `booking_upserted`) does not make the state be copied again and again.
+        loop {
+            let burst = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                burst = committed.recv_batch(BURST, std::time::Duration::ZERO) => burst,
+            };
+            match burst {
+                None => return,
+                Some(records) if records.iter().any(|r| may_change_lights(&r.event)) => break,
+                Some(_) => {}
+            }
         }
     }
+}
+
+/// Whether an event can change a desk's light (a call, a desk's visitor or mode, an alarm, a
+/// new day); bookings, prints and purges cannot.
+fn may_change_lights(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::BookingUpserted { .. }
+            | Event::BookingCancelled { .. }
+            | Event::PersonalDataPurged { .. }
+            | Event::TicketPrinted { .. }
+            | Event::TicketPrintFailed { .. }
+            | Event::ReprintRequested { .. }
+    )
 }
 
 #[cfg(test)]

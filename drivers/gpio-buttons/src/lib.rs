@@ -113,6 +113,43 @@ pub fn parse_action(word: &str) -> Option<ButtonAction> {
     })
 }
 
+/// One entry of the `buttons` or `leds` list, checked: a table of known keys with a `line`
+/// and a `desk` of the device's desks (any desk when it lists none).
+fn line_entry<'a>(
+    list: &str,
+    i: usize,
+    entry: &'a Value,
+    keys: &[&str],
+    desks: &[String],
+) -> Result<(&'a Map<String, Value>, &'a str, &'a str), String> {
+    let Value::Object(table) = entry else {
+        return Err(format!("{list}[{i}] must be a table"));
+    };
+    if let Some(key) = table.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(format!(
+            "{list}[{i}]: unknown key '{key}'; known: {}",
+            keys.join(", ")
+        ));
+    }
+    let text = |key: &str| {
+        table
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let line = text("line").ok_or_else(|| {
+        format!("{list}[{i}]: 'line' (a GPIO line name, e.g. \"GPIO17\") is missing")
+    })?;
+    let desk = text("desk").ok_or_else(|| format!("{list}[{i}]: 'desk' is missing"))?;
+    if !desks.is_empty() && !desks.iter().any(|d| d == desk) {
+        return Err(format!(
+            "{list}[{i}]: desk '{desk}' is not one of the device's desks ({})",
+            desks.join(", ")
+        ));
+    }
+    Ok((table, line, desk))
+}
+
 impl Settings {
     /// Reads and checks the options against the device's desks; an error names the option.
     pub fn from_options(options: &Value, desks: &[String]) -> Result<Settings, String> {
@@ -136,26 +173,8 @@ impl Settings {
         }
         let mut buttons = Vec::new();
         for (i, entry) in list.iter().enumerate() {
-            let Value::Object(b) = entry else {
-                return Err(format!("buttons[{i}] must be a table"));
-            };
-            if let Some(key) = b.keys().find(|k| !BUTTON_KEYS.contains(&k.as_str())) {
-                return Err(format!(
-                    "buttons[{i}]: unknown key '{key}'; known: {}",
-                    BUTTON_KEYS.join(", ")
-                ));
-            }
+            let (b, line, desk) = line_entry("buttons", i, entry, &BUTTON_KEYS, desks)?;
             let text = |key: &str| b.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
-            let line = text("line").ok_or_else(|| {
-                format!("buttons[{i}]: 'line' (a GPIO line name, e.g. \"GPIO17\") is missing")
-            })?;
-            let desk = text("desk").ok_or_else(|| format!("buttons[{i}]: 'desk' is missing"))?;
-            if !desks.is_empty() && !desks.iter().any(|d| d == desk) {
-                return Err(format!(
-                    "buttons[{i}]: desk '{desk}' is not one of the device's desks ({})",
-                    desks.join(", ")
-                ));
-            }
             let action_of = |key: &str| -> Result<Option<ButtonAction>, String> {
                 match text(key) {
                     None => Ok(None),
@@ -220,28 +239,7 @@ impl Settings {
             None => {}
             Some(Value::Array(list)) => {
                 for (i, entry) in list.iter().enumerate() {
-                    let Value::Object(l) = entry else {
-                        return Err(format!("leds[{i}] must be a table"));
-                    };
-                    if let Some(key) = l.keys().find(|k| !LED_KEYS.contains(&k.as_str())) {
-                        return Err(format!(
-                            "leds[{i}]: unknown key '{key}'; known: {}",
-                            LED_KEYS.join(", ")
-                        ));
-                    }
-                    let text =
-                        |key: &str| l.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
-                    let line = text("line").ok_or_else(|| {
-                        format!("leds[{i}]: 'line' (a GPIO line name, e.g. \"GPIO23\") is missing")
-                    })?;
-                    let desk =
-                        text("desk").ok_or_else(|| format!("leds[{i}]: 'desk' is missing"))?;
-                    if !desks.is_empty() && !desks.iter().any(|d| d == desk) {
-                        return Err(format!(
-                            "leds[{i}]: desk '{desk}' is not one of the device's desks ({})",
-                            desks.join(", ")
-                        ));
-                    }
+                    let (_, line, desk) = line_entry("leds", i, entry, &LED_KEYS, desks)?;
                     if buttons.iter().any(|b| b.line == line) || leds.iter().any(|l| l.line == line)
                     {
                         return Err(format!("leds[{i}]: line '{line}' is used twice"));
