@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::StateView;
 use crate::daemon::EngineHandle;
-use crate::domain::{Event, TicketState};
+use crate::domain::TicketState;
 
 /// Most events folded into one look at the state.
 const BURST: usize = 512;
@@ -95,25 +95,11 @@ pub async fn feed(
             };
             match burst {
                 None => return,
-                Some(records) if records.iter().any(|r| may_change_lights(&r.event)) => break,
+                Some(records) if records.iter().any(|r| !r.event.is_paperwork()) => break,
                 Some(_) => {}
             }
         }
     }
-}
-
-/// Whether an event can change a desk's light (a call, a desk's visitor or mode, an alarm, a
-/// new day); bookings, prints and purges cannot.
-fn may_change_lights(event: &Event) -> bool {
-    !matches!(
-        event,
-        Event::BookingUpserted { .. }
-            | Event::BookingCancelled { .. }
-            | Event::PersonalDataPurged { .. }
-            | Event::TicketPrinted { .. }
-            | Event::TicketPrintFailed { .. }
-            | Event::ReprintRequested { .. }
-    )
 }
 
 #[cfg(test)]

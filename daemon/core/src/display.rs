@@ -122,16 +122,11 @@ pub struct PublicDisplay {
 
 /// Whether an event can change the waiting counts or estimates.
 pub fn moves_queues(event: &Event) -> bool {
-    !matches!(
-        event,
-        Event::BookingUpserted { .. }
-            | Event::BookingCancelled { .. }
-            | Event::PersonalDataPurged { .. }
-            | Event::TicketPrinted { .. }
-            | Event::TicketPrintFailed { .. }
-            | Event::ReprintRequested { .. }
-            | Event::DeskModeChanged { .. }
-            | Event::SilentAlarm { .. }
-            | Event::AlarmAcknowledged { .. }
-    )
+    !event.is_paperwork()
+        && !matches!(
+            event,
+            Event::DeskModeChanged { .. }
+                | Event::SilentAlarm { .. }
+                | Event::AlarmAcknowledged { .. }
+        )
 }

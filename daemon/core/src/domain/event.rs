@@ -165,6 +165,21 @@ pub enum Event {
 }
 
 impl Event {
+    /// Whether the event only records paperwork (bookings, prints, purges): it changes no
+    /// ticket's place, no desk and no alarm, so what the display and the desk lights show
+    /// stays the same.
+    pub fn is_paperwork(&self) -> bool {
+        matches!(
+            self,
+            Event::BookingUpserted { .. }
+                | Event::BookingCancelled { .. }
+                | Event::PersonalDataPurged { .. }
+                | Event::TicketPrinted { .. }
+                | Event::TicketPrintFailed { .. }
+                | Event::ReprintRequested { .. }
+        )
+    }
+
     /// The event's type name as used in logs.
     pub fn name(&self) -> &'static str {
         match self {
