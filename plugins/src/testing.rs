@@ -399,6 +399,20 @@ impl TestDevice<'_> {
         }
     }
 
+    /// Waits up to `timeout` for the device's first `connection` report with `connected: false`
+    /// and returns its detail (a device created without its hardware must say why).
+    pub fn wait_disconnected(&self, timeout: Duration) -> Result<String, String> {
+        self.wait_until("a disconnected report", timeout, |messages| {
+            messages.iter().find_map(|m| match m {
+                PluginMessage::Connection {
+                    connected: false,
+                    detail,
+                } => detail.clone(),
+                _ => None,
+            })
+        })
+    }
+
     /// Waits up to `timeout` for a message after the first `from` (see [`TestDevice::mark`])
     /// that satisfies `found`; returns it.
     pub fn wait_for(

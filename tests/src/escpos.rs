@@ -5,6 +5,8 @@
 //!
 //! None of this uses the driver's own code, so a test cannot agree with the driver just because
 //! both share a mistake.
+//!
+//! Why about 750 lines in one file: the printer emulator is one device (parser, status answers, the three transports it listens on) that the printer tests drive as a whole.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -1,7 +1,10 @@
 //! The crates' dependencies point one way (ARCHITECTURE.md, "Layers"): the core crate
 //! (`daemon/core`) depends on no runtime, store, network or config format, and nothing it
-//! depends on does either; the store (`daemon/store`) adds sled and nothing else of those. Read from `cargo metadata`, so a new dependency that pulls one of
-//! them in fails here, not in a review.
+//! depends on does either; the store (`daemon/store`) adds sled and nothing else of those; the
+//! runtime (`daemon/runtime`) knows no edge and no plugin loading, MQTT or HTTP server; each
+//! edge (`daemon/edges/*`) builds on the runtime and never on another edge; only the
+//! composition root (`leitsystemd`) knows them all. Read from `cargo metadata`, so a new
+//! dependency that breaks a rule fails here, not in a review.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,5 +150,71 @@ fn the_website_simulator_stays_out_of_the_appliance() -> anyhow::Result<()> {
             "the website simulator depends on {appliance_only}"
         );
     }
+    Ok(())
+}
+
+/// The daemon's edges (`daemon/edges/*`): each builds on the runtime, none on another.
+const EDGES: [&str; 4] = [
+    "leitsystem-control",
+    "leitsystem-devices",
+    "leitsystem-sync",
+    "leitsystem-web",
+];
+
+/// What the runtime must never depend on, directly or not: the edges' own technology.
+const FORBIDDEN_IN_RUNTIME: [&str; 2] = ["warp", "rumqttc"];
+
+#[test]
+fn edges_build_on_the_runtime_never_on_each_other_and_only_the_root_knows_them_all()
+-> anyhow::Result<()> {
+    let graph = dependency_graph()?;
+    let mut problems = Vec::new();
+    for edge in EDGES {
+        anyhow::ensure!(graph.contains_key(edge), "no crate {edge} in the workspace");
+        let reaches = closure(&graph, edge);
+        if !reaches.contains("leitsystem-runtime") {
+            problems.push(format!("{edge} does not build on leitsystem-runtime"));
+        }
+        for other in EDGES.iter().filter(|o| **o != edge) {
+            if reaches.contains(*other) {
+                problems.push(format!("edge {edge} depends on edge {other}"));
+            }
+        }
+    }
+    let runtime = closure(&graph, "leitsystem-runtime");
+    for name in EDGES.iter().chain(FORBIDDEN_IN_RUNTIME.iter()) {
+        if runtime.contains(*name) {
+            problems.push(format!("leitsystem-runtime depends on {name}"));
+        }
+    }
+    // Plugin loading neither: not directly (the plugin SDK it uses for the ticket `Document`
+    // has libloading behind its `testing` feature, which cargo metadata shows unified).
+    if graph
+        .get("leitsystem-runtime")
+        .is_some_and(|deps| deps.contains("libloading"))
+    {
+        problems.push("leitsystem-runtime loads plugins (depends on libloading)".to_string());
+    }
+    let root = closure(&graph, "leitsystemd");
+    for edge in EDGES {
+        if !root.contains(edge) {
+            problems.push(format!(
+                "the composition root leitsystemd does not start {edge}"
+            ));
+        }
+    }
+    // Nobody else ships an edge: the drivers, the SDK, the store, the website simulator.
+    for name in graph.keys() {
+        if name == "leitsystemd" || name == "leitsystem-tests" || EDGES.contains(&name.as_str()) {
+            continue;
+        }
+        let reaches = closure(&graph, name);
+        for edge in EDGES {
+            if reaches.contains(edge) {
+                problems.push(format!("{name} depends on the edge {edge}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
     Ok(())
 }

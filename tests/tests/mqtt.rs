@@ -3,6 +3,8 @@
 //! versions; 50,000 bookings into a fresh appliance plus a lost change repaired by the day
 //! digests; the broker restarted mid-load with every event delivered once by seq; the daemon
 //! SIGKILLed between receiving and acknowledging.
+//!
+//! Why over 600 lines: one scenario per test of the sync with a real broker; the helpers they share are at the top, and splitting would only scatter them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

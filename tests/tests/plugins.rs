@@ -3,6 +3,8 @@
 //! mismatch, no entry symbol, not a library, missing) are refused with clear errors while the
 //! other devices keep working; panics in create, in a message handler and on a plugin thread
 //! leave the daemon running and the device restarted; a plugin written in C runs as a device.
+//!
+//! Why over 600 lines: one scenario per test, each what a user sees of the plugin host; the helpers they share are at the top, and splitting would only scatter them.
 
 use std::path::Path;
 use std::time::Duration;

@@ -11,6 +11,8 @@
 //!   bouncing, held long and double-clicked.
 //!
 //! Each scenario boots its own VM (about 10 s); they run one at a time.
+//!
+//! Why about 700 lines in one file: one boot of the VM serves every scenario, and each scenario is a test of its own; the rig itself lives in `tests/src/rig/`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use leitsystem_tests::daemon::{artifacts, device_entry};
 use leitsystem_tests::escpos::npos_parse;
 use leitsystem_tests::rig::keyboard::{ENTER, KEYPAD_ENTER, Layout};
 use leitsystem_tests::rig::protocol::{PrinterLink, Request};
-use leitsystem_tests::rig::{Gadget, Rig, SCANNER_USB_ID};
+use leitsystem_tests::rig::{Gadget, Rig, SCANNER_MODEL, SCANNER_USB_ID};
 
 /// One VM at a time: two cores cannot emulate several fast enough for the drivers' timeouts.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -116,6 +118,12 @@ fn a_usb_keyboard_scanner_checks_visitors_in_through_usbhid_in_us_and_german_lay
         &hid_scanner(&format!("usb_id = \"{SCANNER_USB_ID}\""), "us"),
     )?;
     rig.wait_connected("foyer-scanner", true)?;
+    // The driver recognises the model from the id the kernel reports (the scanner table).
+    let log = rig.daemon_log();
+    assert!(
+        log.contains("Newland HR22 / HR3290 corded in USB keyboard mode"),
+        "the scanner's model is not named: {log}"
+    );
     book(&mut rig, "BK-ZY-1", "meldung")?;
     // A second, ordinary reader of the same event device: while the daemon holds its grab,
     // not one keystroke reaches it (nor the console login on a real appliance).
@@ -260,11 +268,16 @@ fn a_usb_serial_scanner_checks_visitors_in_through_cdc_acm_and_survives_a_replug
             "desk-scanner",
             "libleitsystem_serial_scanner.so",
             "scanner",
-            "device = \"/dev/leitsystem/serial-scanner0\", aim_prefix = \"strip\", \
-             reconnect_max_ms = 500",
+            &format!("model = \"{SCANNER_MODEL}\", aim_prefix = \"strip\", reconnect_max_ms = 500"),
         ),
     )?;
     rig.wait_connected("desk-scanner", true)?;
+    // Found by the model's serial-mode USB id, through sysfs on the real kernel.
+    let log = rig.daemon_log();
+    assert!(
+        log.contains("/dev/ttyACM0 open"),
+        "not found by its id: {log}"
+    );
     // A code with the AIM prefix for QR and CR LF, in two bursts as a scanner sends it.
     book(&mut rig, "BK-ACM-1", "meldung")?;
     rig.serial_send(b"]Q1BK-A")?;

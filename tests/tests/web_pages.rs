@@ -6,6 +6,8 @@
 //! is explained on the kiosk, the admin sees who is in the building (and the evacuation list),
 //! and HTML in service or personal names is shown as text everywhere. Screenshots go to
 //! `target/test-artifacts/web/`.
+//!
+//! Why over 600 lines: one scenario per test in headless Chromium (kiosk, clerk, admin, the API's auth); the helpers they share are at the top, and splitting would only scatter them.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,7 @@
 //! Queue policy: who is called next, check-in windows, named desks, forward, park, no-show,
 //! idempotency and the day boundary in Europe/Berlin.
+//!
+//! Why over 600 lines: one scenario per test of the queue policy, each readable alone, on one shared simulator set-up.
 
 use leitsystem_core::catalog::LateArrival;
 use leitsystem_core::clock::MINUTE;

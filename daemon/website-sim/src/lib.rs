@@ -2,6 +2,8 @@
 //! published in a JSON state file, and publishes day snapshots and changes by contract v1 —
 //! for the demo, the tests and the city's developers (it is also a reference for the
 //! website's side of the contract).
+//!
+//! It builds on the core alone and must never ship on the appliance (`tests/tests/layering.rs`).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -21,6 +21,8 @@
 //!   ready; write the bytes (serial: 2 s + the bytes at the baud rate; TCP, USB: 5 s; on error
 //!   "link lost while printing: ..."); query again: paper out now → "paper ran out while
 //!   printing", else `print_done`.
+//!
+//! Why about 660 lines of code in one file: the printer device's life cycle (open, status poll, job, reconnect, reprint signal) is one state machine over one link; split, its states would be spread over files that only make sense together.
 
 use std::collections::VecDeque;
 use std::io;

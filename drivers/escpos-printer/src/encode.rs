@@ -20,6 +20,8 @@
 //!
 //! Characters the code page lacks are transliterated: `€` → `EUR`, typographic quotes and
 //! dashes → ASCII, `…` → `...`, non-breaking spaces → space; anything else → `?`.
+//!
+//! Over 600 lines only with its unit tests (the code is about 370).
 
 use leitsystem_plugin::document::{self, Align, Block, Document};
 use qrcode::{Color, EcLevel, QrCode};

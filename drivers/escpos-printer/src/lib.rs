@@ -11,6 +11,9 @@
 //!   the link, reconnects, polls the status and prints jobs.
 //!
 //! `README.md` next to this crate documents the options, the profiles and the wire format.
+//!
+//! Like every driver, it must never touch the store or MQTT, block in the host's `emit`, or let a
+//! panic cross the ABI: it speaks only plugin messages.
 
 pub mod driver;
 pub mod encode;

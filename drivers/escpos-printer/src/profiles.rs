@@ -94,6 +94,11 @@ pub struct Profile {
     pub code_pages: Vec<CodePage>,
     /// Answers `DLE EOT n` real-time status queries.
     pub status: bool,
+    /// The USB ids (`"vvvv:pppp"`) of printers this profile fits. The driver does not need
+    /// them (it opens the device file it is given); they keep the packaged udev rules true
+    /// (tests/tests/device_models.rs checks every printer rule against them).
+    #[serde(default)]
+    pub usb: Vec<String>,
 }
 
 impl Profile {

@@ -5,6 +5,8 @@
 //! a status byte the test sets.
 //!
 //! `socat` is required (Debian package `socat`); without it the pty tests fail.
+//!
+//! Why over 600 lines: one scenario per test of the built printer plugin against the emulator; the helpers they share are at the top.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;

@@ -21,6 +21,8 @@
 //!
 //! The timing per button is [`machine::Button`] (pure); the loop [`run`] drives it from any
 //! [`Lines`], the real [`GpioLines`] or a scripted one in the tests.
+//!
+//! Why about 690 lines in one file: the options (with every error text), the line access through gpiocdev behind the `Lines` trait and the event loop belong to one device; the timing machine and the LED levels, the parts tested alone, are `machine.rs` and `leds.rs`.
 
 pub mod leds;
 pub mod machine;

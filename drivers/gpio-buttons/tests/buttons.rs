@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use leitsystem_gpio_buttons::{Edge, Lines, Report, Settings, led_levels, run};
-use leitsystem_plugin::PluginMessage;
 use leitsystem_plugin::messages::{ButtonAction, DeskLight};
 use leitsystem_plugin::testing::TestPlugin;
 use serde_json::json;
@@ -326,19 +325,7 @@ fn the_built_plugin_refuses_bad_configs_and_reports_missing_lines() {
         .create(config(json!({"buttons": [{"line": "LEITSYSTEM_NO_SUCH_LINE", "desk": "1", "action": "next"}]})))
         .expect("created");
     let detail = device
-        .wait_until(
-            "a disconnected report",
-            Duration::from_secs(5),
-            |messages| {
-                messages.iter().find_map(|m| match m {
-                    PluginMessage::Connection {
-                        connected: false,
-                        detail,
-                    } => detail.clone(),
-                    _ => None,
-                })
-            },
-        )
+        .wait_disconnected(Duration::from_secs(5))
         .expect("reported");
     assert!(
         detail.contains("LEITSYSTEM_NO_SUCH_LINE") || detail.contains("GPIO"),

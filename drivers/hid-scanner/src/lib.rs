@@ -1,9 +1,13 @@
 //! `hid-scanner`: a driver plugin for QR code scanners that are USB keyboards (HID), read
 //! through the kernel's evdev interface (`/dev/input/event*`) with the `evdev` crate.
 //!
-//! Options (the device's `options` in the daemon's config), one of `device` and `usb_id`:
+//! Options (the device's `options` in the daemon's config), one of `device`, `usb_id` and
+//! `model`:
 //! - `device`: `/dev/input/eventN`, or a `/dev/input/by-id/` name (`usb-…-event-kbd`);
 //! - `usb_id`: `"vvvv:pppp"` (hex vendor and product id): the first keyboard device with it;
+//! - `model`: a model of the scanner table (`leitsystem-scanner-models`): the first keyboard
+//!   device with the model's keyboard-mode id. An `usb_id` the table knows as a scanner in
+//!   another mode (serial, HID POS) is refused with what to do;
 //! - `layout`: `us` (default) or `de`: the keyboard layout the *scanner* is set to type in;
 //! - `terminator`: `enter` (default: Enter or keypad Enter), `tab`, `enter_or_tab` or `none`;
 //! - `idle_gap_ms` (default 200): the pause that ends a code without terminator;
@@ -16,6 +20,9 @@
 //! key event with [`decoder::Decoder`]. Unplugged (`ENODEV`, a hang-up): reported disconnected
 //! and searched for again with backoff, so the scanner plugged back in (also as another
 //! `eventN`) is found and grabbed again.
+//!
+//! Like every driver, it must never touch the store or MQTT, block in the host's `emit`, or let a
+//! panic cross the ABI: it speaks only plugin messages.
 
 pub mod decoder;
 pub mod keymap;
@@ -31,6 +38,7 @@ use evdev::raw_stream::RawDevice;
 use evdev::{EventType, KeyCode};
 use leitsystem_plugin::messages::Role;
 use leitsystem_plugin::{DeviceConfig, Driver, Host, HostMessage, LogLevel, PluginMessage};
+use leitsystem_scanner_models::{self as models, Mode, UsbId};
 use serde_json::{Map, Value};
 
 use crate::decoder::{Decoder, DecoderOptions, Frame, Input, Terminator};
@@ -44,9 +52,10 @@ const POLL_MS: u64 = 50;
 const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
 /// `SYN_DROPPED`: the kernel's event buffer overflowed.
 const SYN_DROPPED: u16 = 3;
-const OPTIONS: [&str; 7] = [
+const OPTIONS: [&str; 8] = [
     "device",
     "usb_id",
+    "model",
     "layout",
     "terminator",
     "idle_gap_ms",
@@ -59,8 +68,8 @@ const OPTIONS: [&str; 7] = [
 pub enum Selector {
     /// A device file.
     Path(PathBuf),
-    /// USB vendor and product id.
-    UsbId(u16, u16),
+    /// The first keyboard with one of these USB ids.
+    Usb(Vec<UsbId>),
 }
 
 /// A device's options, checked.
@@ -72,16 +81,6 @@ pub struct Settings {
     pub decoder: DecoderOptions,
     /// Longest pause between searches.
     pub reconnect_max: Duration,
-}
-
-fn parse_usb_id(text: &str) -> Option<(u16, u16)> {
-    let (vendor, product) = text.split_once(':')?;
-    let hex = |s: &str| {
-        (s.len() == 4)
-            .then(|| u16::from_str_radix(s, 16).ok())
-            .flatten()
-    };
-    Some((hex(vendor)?, hex(product)?))
 }
 
 impl Settings {
@@ -106,20 +105,35 @@ impl Settings {
                 "option '{key}' must be a non-empty string, not {other}"
             )),
         };
-        let selector = match (text("device")?, text("usb_id")?) {
-            (Some(_), Some(_)) => {
-                return Err("give either option 'device' or option 'usb_id', not both".into());
-            }
-            (Some(d), None) if d.contains('/') => Selector::Path(PathBuf::from(d)),
-            (Some(d), None) => Selector::Path(Path::new(BY_ID_DIR).join(d)),
-            (None, Some(id)) => {
-                let (vendor, product) = parse_usb_id(&id).ok_or_else(|| {
+        let selector = match (text("device")?, text("usb_id")?, text("model")?) {
+            (Some(d), None, None) if d.contains('/') => Selector::Path(PathBuf::from(d)),
+            (Some(d), None, None) => Selector::Path(Path::new(BY_ID_DIR).join(d)),
+            (None, Some(id), None) => {
+                let usb = UsbId::parse(&id).ok_or_else(|| {
                     format!("option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"0c2e:0b61\"), not \"{id}\"")
                 })?;
-                Selector::UsbId(vendor, product)
+                if let Some(advice) = models::wrong_mode(usb, &Mode::Keyboard) {
+                    return Err(format!("option 'usb_id': {advice}"));
+                }
+                Selector::Usb(vec![usb])
             }
-            (None, None) => {
-                return Err("option 'device' (e.g. \"/dev/input/event3\" or a /dev/input/by-id name) or 'usb_id' (\"vvvv:pppp\") is missing".into());
+            (None, None, Some(model)) => {
+                let model = models::lookup(&model).map_err(|e| format!("option 'model': {e}"))?;
+                if model.keyboard.is_empty() {
+                    return Err(format!(
+                        "option 'model': the {} has no USB keyboard mode; use the serial-scanner driver",
+                        model.name
+                    ));
+                }
+                Selector::Usb(model.keyboard.clone())
+            }
+            (None, None, None) => {
+                return Err("option 'device' (e.g. \"/dev/input/event3\" or a /dev/input/by-id name), 'usb_id' (\"vvvv:pppp\") or 'model' is missing".into());
+            }
+            _ => {
+                return Err(
+                    "give one of the options 'device', 'usb_id' and 'model', not several".into(),
+                );
             }
         };
         let number = |key: &str, default: u64, range: std::ops::RangeInclusive<u64>| match options
@@ -224,7 +238,18 @@ fn read_loop(settings: &Settings, host: Host, stop: &AtomicBool) {
             Ok((device, path)) => {
                 backoff = RECONNECT_INITIAL;
                 let name = device.name().unwrap_or("?").to_string();
-                connection(host, true, format!("{} ({name}) grabbed", path.display()));
+                let usb = match usb_id_of(&device) {
+                    Some(usb) => match models::identify(usb) {
+                        Some((model, mode)) => format!(", USB id {usb}: {} in {mode}", model.name),
+                        None => format!(", USB id {usb}"),
+                    },
+                    None => String::new(),
+                };
+                connection(
+                    host,
+                    true,
+                    format!("{} ({name}{usb}) grabbed", path.display()),
+                );
                 let why = read_codes(device, settings, host, stop);
                 if stop.load(Ordering::Relaxed) {
                     return;
@@ -248,6 +273,15 @@ fn read_loop(settings: &Settings, host: Host, stop: &AtomicBool) {
     }
 }
 
+/// The device's USB vendor and product id; `None` when it is not on USB.
+fn usb_id_of(device: &RawDevice) -> Option<UsbId> {
+    let id = device.input_id();
+    (id.bus_type() == evdev::BusType::BUS_USB).then(|| UsbId {
+        vendor: id.vendor(),
+        product: id.product(),
+    })
+}
+
 /// Whether a device types (has Enter or the letter A): a scanner's keyboard interface.
 fn is_keyboard(device: &RawDevice) -> bool {
     device
@@ -261,13 +295,13 @@ fn open_and_grab(selector: &Selector) -> Result<(RawDevice, PathBuf), String> {
             RawDevice::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
             path.clone(),
         ),
-        Selector::UsbId(vendor, product) => evdev::raw_stream::enumerate()
-            .find(|(_, d)| {
-                let id = d.input_id();
-                id.vendor() == *vendor && id.product() == *product && is_keyboard(d)
-            })
+        Selector::Usb(ids) => evdev::raw_stream::enumerate()
+            .find(|(_, d)| usb_id_of(d).is_some_and(|usb| ids.contains(&usb)) && is_keyboard(d))
             .map(|(path, device)| (device, path))
-            .ok_or_else(|| format!("no keyboard with USB id {vendor:04x}:{product:04x}"))?,
+            .ok_or_else(|| {
+                let ids: Vec<String> = ids.iter().map(UsbId::to_string).collect();
+                format!("no keyboard with USB id {}", ids.join(" or "))
+            })?,
     };
     // Grabbed at once: no keystroke of a scan reaches the console or another reader.
     device.grab().map_err(|e| {

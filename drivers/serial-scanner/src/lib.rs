@@ -1,9 +1,14 @@
 //! `serial-scanner`: a driver plugin for QR code scanners on a serial line: USB-CDC scanners
 //! (`/dev/ttyACM*`), USB-serial adapters (`/dev/ttyUSB*`) and RS-232.
 //!
-//! Options (the device's `options` in the daemon's config):
-//! - `device` (required): the device file, e.g. `/dev/ttyACM0` or
-//!   `/dev/serial/by-id/usb-…`; a bare name is looked up in `/dev/serial/by-id/`;
+//! Options (the device's `options` in the daemon's config), one of `device`, `usb_id` and
+//! `model`:
+//! - `device`: the device file, e.g. `/dev/ttyACM0` or `/dev/serial/by-id/usb-…`; a bare name
+//!   is looked up in `/dev/serial/by-id/`;
+//! - `usb_id`: `"vvvv:pppp"` (hex): the first tty of a USB device with this id (found through
+//!   sysfs at every open, so also after a replug under another name);
+//! - `model`: a model of the scanner table (`leitsystem-scanner-models`): its serial-mode ids.
+//!   An `usb_id` the table knows as a scanner in another mode is refused with what to do;
 //! - `baud` (default 9600);
 //! - `terminator`: `any` (default: CR, LF or CR LF), `cr`, `lf`, `crlf` or `none` (only the
 //!   idle gap ends a code);
@@ -18,8 +23,12 @@
 //! disconnected and opened again with backoff until it is back. Codes go to the host as
 //! `scanned`; dropped frames (garbage, over-long) only as a warning in the journal. See
 //! `README.md` next to this crate.
+//!
+//! Like every driver, it must never touch the store or MQTT, block in the host's `emit`, or let a
+//! panic cross the ABI: it speaks only plugin messages.
 
 pub mod framing;
+pub mod usb;
 
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -30,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use leitsystem_plugin::messages::Role;
 use leitsystem_plugin::{DeviceConfig, Driver, Host, HostMessage, LogLevel, PluginMessage};
+use leitsystem_scanner_models::{self as models, Mode, UsbId};
 use serde_json::{Map, Value};
 
 use crate::framing::{Frame, Framer, FramingOptions, Terminator};
@@ -40,8 +50,10 @@ pub const BY_ID_DIR: &str = "/dev/serial/by-id";
 const READ_TIMEOUT: Duration = Duration::from_millis(20);
 /// First pause before opening the device again; doubles up to `reconnect_max_ms`.
 const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
-const OPTIONS: [&str; 7] = [
+const OPTIONS: [&str; 9] = [
     "device",
+    "usb_id",
+    "model",
     "baud",
     "terminator",
     "idle_gap_ms",
@@ -50,11 +62,30 @@ const OPTIONS: [&str; 7] = [
     "reconnect_max_ms",
 ];
 
+/// How the scanner's port is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Port {
+    /// A device file.
+    Path(PathBuf),
+    /// The first tty of a USB device with one of these ids.
+    Usb(Vec<UsbId>),
+}
+
+impl Port {
+    /// The device file now: the path, or the tty sysfs finds for the ids.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        match self {
+            Port::Path(path) => Ok(path.clone()),
+            Port::Usb(ids) => usb::find_tty(Path::new(usb::SYS_CLASS_TTY), Path::new("/dev"), ids),
+        }
+    }
+}
+
 /// A device's options, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// The device file.
-    pub device: PathBuf,
+    /// How the port is found.
+    pub port: Port,
     /// Line speed.
     pub baud: u32,
     /// How codes are cut.
@@ -78,19 +109,48 @@ impl Settings {
                 OPTIONS.join(", ")
             ));
         }
-        let device = match options.get("device") {
-            Some(Value::String(d)) if !d.is_empty() => {
-                if d.contains('/') {
-                    PathBuf::from(d)
-                } else {
-                    Path::new(BY_ID_DIR).join(d)
+        let text_option = |key: &str| match options.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "option '{key}' must be a non-empty string, not {other}"
+            )),
+        };
+        let port = match (
+            text_option("device")?,
+            text_option("usb_id")?,
+            text_option("model")?,
+        ) {
+            (Some(d), None, None) if d.contains('/') => Port::Path(PathBuf::from(d)),
+            (Some(d), None, None) => Port::Path(Path::new(BY_ID_DIR).join(d)),
+            (None, Some(id), None) => {
+                let usb = UsbId::parse(&id).ok_or_else(|| {
+                    format!("option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"1eab:1a06\"), not \"{id}\"")
+                })?;
+                if let Some(advice) = models::wrong_mode(usb, &Mode::Serial) {
+                    return Err(format!("option 'usb_id': {advice}"));
                 }
+                Port::Usb(vec![usb])
             }
-            Some(other) => return Err(format!("option 'device' must be a path, not {other}")),
-            None => {
+            (None, None, Some(model)) => {
+                let model = models::lookup(&model).map_err(|e| format!("option 'model': {e}"))?;
+                if model.serial.is_empty() {
+                    return Err(format!(
+                        "option 'model': the {} has no USB serial mode; use the hid-scanner driver",
+                        model.name
+                    ));
+                }
+                Port::Usb(model.serial.clone())
+            }
+            (None, None, None) => {
                 return Err(
-                    "option 'device' is missing (e.g. \"/dev/ttyACM0\" or a /dev/serial/by-id name)"
+                    "option 'device' (e.g. \"/dev/ttyACM0\" or a /dev/serial/by-id name), 'usb_id' (\"vvvv:pppp\") or 'model' is missing"
                         .to_string(),
+                );
+            }
+            _ => {
+                return Err(
+                    "give one of the options 'device', 'usb_id' and 'model', not several".into(),
                 );
             }
         };
@@ -122,7 +182,7 @@ impl Settings {
             }
         };
         Ok(Settings {
-            device,
+            port,
             baud: u32::try_from(number("baud", 9600, 300..=4_000_000)?)
                 .map_err(|e| e.to_string())?,
             framing: FramingOptions {
@@ -156,9 +216,9 @@ impl Driver for SerialScanner {
         host.log(
             LogLevel::Info,
             format!(
-                "scanner {} on {} at {} baud, terminator {:?}, idle gap {} ms",
+                "scanner {} on {:?} at {} baud, terminator {:?}, idle gap {} ms",
                 config.id,
-                settings.device.display(),
+                settings.port,
                 settings.baud,
                 settings.framing.terminator,
                 settings.framing.idle_gap.as_millis()
@@ -210,11 +270,15 @@ fn read_loop(settings: &Settings, host: Host, stop: &AtomicBool) {
     let mut backoff = RECONNECT_INITIAL;
     let mut reported_down: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
-        match open(settings) {
-            Ok(port) => {
+        match settings
+            .port
+            .resolve()
+            .and_then(|path| open(&path, settings.baud))
+        {
+            Ok((port, path)) => {
                 backoff = RECONNECT_INITIAL;
-                connection(host, true, format!("{} open", settings.device.display()));
-                let why = read_codes(port, settings, host, stop);
+                connection(host, true, format!("{} open", path.display()));
+                let why = read_codes(port, &path, settings, host, stop);
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -238,21 +302,23 @@ fn read_loop(settings: &Settings, host: Host, stop: &AtomicBool) {
     }
 }
 
-fn open(settings: &Settings) -> Result<serialport::TTYPort, String> {
-    let path = settings.device.display().to_string();
-    serialport::new(path.as_str(), settings.baud)
+fn open(device: &Path, baud: u32) -> Result<(serialport::TTYPort, PathBuf), String> {
+    let path = device.display().to_string();
+    serialport::new(path.as_str(), baud)
         .data_bits(serialport::DataBits::Eight)
         .parity(serialport::Parity::None)
         .stop_bits(serialport::StopBits::One)
         .flow_control(serialport::FlowControl::None)
         .timeout(READ_TIMEOUT)
         .open_native()
+        .map(|port| (port, device.to_path_buf()))
         .map_err(|e| format!("cannot open {path}: {e}"))
 }
 
 /// Reads until the port fails or `stop`; returns why it ended.
 fn read_codes(
     mut port: serialport::TTYPort,
+    device: &Path,
     settings: &Settings,
     host: Host,
     stop: &AtomicBool,
@@ -281,8 +347,8 @@ fn read_codes(
                     deliver(frame);
                 }
                 // A USB scanner that is unplugged can leave the port open but the file gone.
-                if !settings.device.exists() {
-                    return format!("{} disappeared", settings.device.display());
+                if !device.exists() {
+                    return format!("{} disappeared", device.display());
                 }
             }
             Err(e) => return format!("read error: {e}"),
@@ -312,11 +378,26 @@ mod tests {
         let by_id =
             Settings::from_options(&json!({"device": "usb-Scanner_123-if00"})).expect("valid");
         assert_eq!(
-            by_id.device,
-            Path::new("/dev/serial/by-id/usb-Scanner_123-if00")
+            by_id.port,
+            Port::Path(PathBuf::from("/dev/serial/by-id/usb-Scanner_123-if00"))
+        );
+        let by_model =
+            Settings::from_options(&json!({"model": "metrologic-ms7120"})).expect("valid");
+        assert_eq!(
+            by_model.port,
+            Port::Usb(vec![
+                UsbId::parse("0c2e:0700").expect("id"),
+                UsbId::parse("0c2e:0720").expect("id")
+            ])
+        );
+        assert_eq!(
+            Settings::from_options(&json!({"usb_id": "0403:6001"}))
+                .expect("an id the table does not know")
+                .port,
+            Port::Usb(vec![UsbId::parse("0403:6001").expect("id")])
         );
         for (options, named) in [
-            (json!({}), "device"),
+            (json!({}), "or 'model' is missing"),
             (json!({"device": "/dev/x", "baud": 0}), "baud"),
             (
                 json!({"device": "/dev/x", "terminator": "tab"}),
@@ -328,6 +409,19 @@ mod tests {
             ),
             (json!({"device": "/dev/x", "idle_gap_ms": 1}), "idle_gap_ms"),
             (json!({"device": "/dev/x", "colour": "red"}), "colour"),
+            (json!({"usb_id": "1eab"}), "usb_id"),
+            (
+                json!({"usb_id": ""}),
+                "option 'usb_id' must be a non-empty string",
+            ),
+            // The HR22 in keyboard mode: the hid-scanner driver reads it.
+            (json!({"usb_id": "1eab:1a03"}), "hid-scanner driver"),
+            (json!({"usb_id": "1eab:1a10"}), "HID POS mode"),
+            (json!({"model": "scanmaster"}), "newland-hr22"),
+            (
+                json!({"model": "newland-hr22", "device": "/dev/x"}),
+                "not several",
+            ),
         ] {
             let error = Settings::from_options(&options).expect_err("invalid");
             assert!(error.contains(named), "{options}: {error}");

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use leitsystem_plugin::PluginMessage;
 use leitsystem_plugin::testing::TestPlugin;
 use serde_json::json;
 
@@ -32,19 +31,7 @@ fn a_bad_config_is_refused_and_a_missing_scanner_is_reported_disconnected() {
         .create(config(json!({"device": "/dev/ttyACM-missing"})))
         .expect("created without the scanner plugged in");
     let detail = device
-        .wait_until(
-            "a disconnected report",
-            Duration::from_secs(5),
-            |messages| {
-                messages.iter().find_map(|m| match m {
-                    PluginMessage::Connection {
-                        connected: false,
-                        detail,
-                    } => detail.clone(),
-                    _ => None,
-                })
-            },
-        )
+        .wait_disconnected(Duration::from_secs(5))
         .expect("reported");
     assert!(detail.contains("/dev/ttyACM-missing"), "{detail}");
     let took = device.destroy();

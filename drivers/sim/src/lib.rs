@@ -22,6 +22,9 @@
 //!
 //! Threads are started with [`Host::spawn`] (a panic becomes a `failed` message) and stopped in
 //! [`Driver::stop`]; listeners poll a stop flag every 20 ms, so `destroy` returns promptly.
+//!
+//! Like every driver, it must never touch the store or MQTT, block in the host's `emit`, or let a
+//! panic cross the ABI: it speaks only plugin messages.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};

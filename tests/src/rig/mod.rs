@@ -35,11 +35,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// One of the rig's USB gadgets (see `tests/rig/gadget`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gadget {
-    /// The HID keyboard scanner, USB id 0c2e:0b61 (a Honeywell vendor id).
+    /// The HID keyboard scanner, USB id 1eab:1a03 (a Newland HR22 in USB keyboard mode).
     Scanner,
-    /// The CDC ACM serial scanner, 0c2e:0b6a (`/dev/ttyACM0`).
+    /// The CDC ACM serial scanner, 1eab:1a06 (the HR22 in USB serial mode; `/dev/ttyACM0`).
     Serial,
-    /// The USB printer, 04b8:0e15 (an Epson TM-T20's id; `/dev/usb/lp0`).
+    /// The USB printer, 04b8:0e03 (an Epson TM-T20's id; `/dev/usb/lp0`).
     Printer,
 }
 
@@ -54,7 +54,10 @@ impl Gadget {
 }
 
 /// The keyboard scanner's USB id.
-pub const SCANNER_USB_ID: &str = "0c2e:0b61";
+pub const SCANNER_USB_ID: &str = "1eab:1a03";
+/// The scanner model both scanner gadgets are (`drivers/scanner-models`): its keyboard id is
+/// the keyboard gadget's, its serial id the serial gadget's.
+pub const SCANNER_MODEL: &str = "newland-hr22";
 
 /// Where the daemon finds its plugins inside the VM.
 pub const PLUGIN_DIR: &str = "/opt/leitsystem/plugins";

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
-use crate::daemon::EngineHandle;
+use crate::runtime::EngineHandle;
 
 pub use leitsystem_core::display::*;
 

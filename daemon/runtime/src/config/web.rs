@@ -127,13 +127,13 @@ pub struct WebUserConfig {
 
 impl WebConfig {
     /// The users, from a validated config.
-    pub fn users(&self) -> Vec<crate::auth::User> {
+    pub fn users(&self) -> Vec<crate::accounts::User> {
         self.users
             .iter()
             .filter_map(|u| {
-                Some(crate::auth::User {
+                Some(crate::accounts::User {
                     name: u.name.get_ref().clone(),
-                    role: crate::auth::Role::parse(u.role.get_ref())?,
+                    role: crate::accounts::Role::parse(u.role.get_ref())?,
                     desks: u.desks.iter().map(|d| d.get_ref().clone()).collect(),
                     password_hash: u.password_hash.get_ref().clone(),
                 })
@@ -236,7 +236,7 @@ pub fn validate_config(
         } else if !names.insert(name.clone()) {
             out.push((user.name.span(), format!("duplicate web user '{name}'")));
         }
-        let role = crate::auth::Role::parse(user.role.get_ref());
+        let role = crate::accounts::Role::parse(user.role.get_ref());
         if role.is_none() {
             out.push((
                 user.role.span(),
@@ -246,7 +246,7 @@ pub fn validate_config(
                 ),
             ));
         }
-        if role == Some(crate::auth::Role::Clerk) && user.desks.is_empty() {
+        if role == Some(crate::accounts::Role::Clerk) && user.desks.is_empty() {
             out.push((user.name.span(), format!("clerk '{name}' has no desks")));
         }
         for desk in &user.desks {
@@ -260,7 +260,7 @@ pub fn validate_config(
                 ));
             }
         }
-        if let Err(e) = crate::auth::check_phc(user.password_hash.get_ref()) {
+        if let Err(e) = crate::accounts::check_phc(user.password_hash.get_ref()) {
             out.push((
                 user.password_hash.span(),
                 format!(

@@ -8,6 +8,8 @@
 //! 203 dpi thermal printer prints it, using the same line wrapping
 //! ([`leitsystem_plugin::document`]), for the admin preview, `leitsystemd ticket-preview` and
 //! the tests.
+//!
+//! Over 600 lines only with its unit tests (the code is about 530).
 
 use embedded_graphics::mono_font::iso_8859_1::FONT_10X20;
 use embedded_graphics::mono_font::{MonoFont, MonoTextStyle};

@@ -23,6 +23,8 @@
 //! the previous data directory as `<dir>.replaced-<time>`). The restored store gets a new log
 //! epoch: its seqs go on from the backup's last seq, and a website must not mistake those for
 //! events it already saw from the appliance before the restore (`daemon/docs/mqtt.md`).
+//!
+//! Over 600 lines with its unit tests (the code is about 590): the backup format, its writer and the restore are one contract, kept in one file so they change together.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -521,8 +523,8 @@ fn build_store(
     let store = Store::open(staging, options)?;
     store.import_records(&contents.records)?;
     store.close()?;
-    let (engine, store) = crate::daemon::open_engine(catalog, staging, options)?;
-    let verdict = crate::daemon::verify(&engine, &store);
+    let (engine, store) = crate::runtime::open_engine(catalog, staging, options)?;
+    let verdict = crate::runtime::verify(&engine, &store);
     let epoch = store.log_epoch().to_string();
     let events = engine.state().last_seq;
     store.close()?;

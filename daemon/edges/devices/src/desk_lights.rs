@@ -11,9 +11,9 @@ use leitsystem_plugin::HostMessage;
 use leitsystem_plugin::messages::DeskLight;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::StateView;
-use crate::daemon::EngineHandle;
 use crate::domain::TicketState;
+use crate::runtime::EngineHandle;
+use crate::runtime::StateView;
 
 /// Most events folded into one look at the state.
 const BURST: usize = 512;
@@ -108,7 +108,7 @@ mod tests {
     use crate::domain::{
         DeskId, DeskMode, DeskState, ServiceId, Ticket, TicketNumber, TicketOrigin,
     };
-    use crate::engine::{Acknowledgement, AlarmRecord};
+    use leitsystem_runtime::engine::{Acknowledgement, AlarmRecord};
 
     fn desk(id: &str, current: Option<&str>) -> DeskState {
         DeskState {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 /// The demo config (a small citizens' office), embedded in the binary.
-pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
 pub use leitsystem_core::catalog::{LateArrival, Text, TicketQr, TicketTexts};
 

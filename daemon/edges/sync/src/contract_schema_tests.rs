@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 /// The `required` fields of the schema of event `kind` in asyncapi.yaml.
 fn schema_fields(kind: &str) -> Option<BTreeSet<String>> {
-    const ASYNCAPI: &str = include_str!("../../docs/asyncapi.yaml");
+    const ASYNCAPI: &str = include_str!("../../../docs/asyncapi.yaml");
     let at = ASYNCAPI.find(&format!("const: {kind}\n"))?;
     let before = &ASYNCAPI[..at];
     let line = before
@@ -29,7 +29,7 @@ fn every_event_type_has_its_schema_with_exactly_its_fields() {
         )
         .unwrap_or_else(|e| panic!("{e}")),
     );
-    let mut engine = crate::engine::Engine::new(catalog);
+    let mut engine = leitsystem_runtime::engine::Engine::new(catalog);
     let now = 1_795_420_800_000;
     for command in [
         Command::WalkIn {

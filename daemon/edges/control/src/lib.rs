@@ -13,8 +13,12 @@
 //!   commits; answers its path and summary: `leitsystemd backup FILE` copies it out)
 //!
 //! Response, one line: `{"ok":true,...}` or `{"ok":false,"error":{"code":..,"message":..}}`.
+//!
+//! An edge of the daemon (`leitsystem-control`): builds on the runtime and never on another
+//! edge; the composition root (`leitsystemd`) starts it.
 
-use std::collections::BTreeMap;
+use leitsystem_runtime::{backup, domain, runtime, status};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,10 +29,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::daemon::{EngineHandle, ExecuteError};
-use crate::domain::{Command, CommandRequest, DeskState, EventRecord, Outcome, Ticket};
-use crate::plugin_host::{DeviceHealth, DeviceRegistry};
-use crate::sync::{DayView, SyncStatus, SyncView};
+use crate::domain::{Command, CommandRequest, EventRecord, Outcome};
+use crate::runtime::{EngineHandle, ExecuteError};
+use crate::status::{DayView, SyncStatus, SyncView};
+use crate::status::{DeviceHealth, DeviceRegistry};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -83,31 +87,8 @@ pub struct ControlError {
     pub details: Option<serde_json::Value>,
 }
 
-/// Today's state as the control socket shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StateView {
-    /// Service day.
-    pub day: Option<String>,
-    /// Last event sequence number.
-    pub last_seq: u64,
-    /// Today's tickets.
-    pub tickets: Vec<Ticket>,
-    /// Desks.
-    pub desks: Vec<DeskState>,
-    /// Waiting tickets per service.
-    pub waiting: BTreeMap<String, u32>,
-    /// Estimated wait per service in minutes.
-    pub estimated_wait_minutes: BTreeMap<String, u32>,
-    /// Today's silent alarms, oldest first.
-    #[serde(default)]
-    pub alarms: Vec<crate::engine::AlarmRecord>,
-    /// A wall-clock jump the engine does not follow until an admin confirms it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_hold: Option<crate::clock::ClockHold>,
-    /// The service day waiting for a synchronised clock (or an admin's confirmation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_wait: Option<crate::clock::ClockWait>,
-}
+/// Today's state as the control socket shows it (built by the runtime).
+pub use leitsystem_runtime::runtime::StateView;
 
 /// A response on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
