@@ -1,7 +1,7 @@
 //! The command line (clap): subcommands and their options.
 
-#[allow(unused_imports)]
-use super::*;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(

@@ -1,7 +1,13 @@
 //! `leitsystemd ctl`: one request to a running daemon's control socket, the answer printed.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{CtlAction, EXIT_FAILURE};
+use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
+use leitsystem::domain::{
+    BookingId, BookingInput, Command, DeskId, ForwardTarget, ServiceId, TicketNumber,
+};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
 pub(crate) fn ctl(socket: &Path, request_id: Option<String>, action: CtlAction) -> ExitCode {
     let desk = |d: String| DeskId::new(d);

@@ -7,24 +7,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use leitsystem::config::{Config, ConfigError};
-use leitsystem::control::{ControlClient, ControlRequest, ControlResponse};
+use leitsystem::control::{ControlClient, ControlRequest};
 use leitsystem::daemon;
-use leitsystem::domain::{
-    BookingId, BookingInput, Command, DeskId, ForwardTarget, ServiceId, TicketNumber,
-};
+use leitsystem::domain::ServiceId;
 use tokio_util::sync::CancellationToken;
 
 mod cli;
-#[allow(unused_imports)]
-pub use cli::*;
+pub(crate) use cli::{Cli, Cmd, CtlAction, DeviceAction};
 mod offline;
-#[allow(unused_imports)]
-pub use offline::*;
+pub(crate) use offline::{backup_to_file, restore_from_file, verify_offline};
 mod ctl;
-#[allow(unused_imports)]
-pub use ctl::*;
+pub(crate) use ctl::ctl;
 
 mod demo_site;
 

@@ -1,7 +1,12 @@
 //! What runs on a stopped appliance's store: backup to a file, restore from one, verify.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{EXIT_CONFIG, EXIT_FAILURE};
+use leitsystem::config::Config;
+use leitsystem::control::{ControlClient, ControlRequest};
+use leitsystem::daemon;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `leitsystemd backup`: asks the running daemon for a backup and copies it to `file`, or,
 /// when no daemon answers on the socket, backs up the stopped appliance's store directly.

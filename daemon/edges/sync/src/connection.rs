@@ -2,8 +2,15 @@
 //! outbox, readable connection errors (TLS above all), and QoS 1 publishes tagged with the
 //! events they carry.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    Ctx, INBOUND_BUDGET_KIB, Inbound, MQTT_MAX_REMAINING_LENGTH, SharedWire, Tag, lock_wire,
+};
+use contract::StatusMessage;
+use leitsystem_core::contract;
+use rumqttc::{Event as MqttEvent, EventLoop, Incoming, Outgoing, QoS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// A connection error as the operator needs it: what failed and which setting to check.
 pub fn describe_connection_error(e: &rumqttc::ConnectionError) -> String {

@@ -30,26 +30,21 @@ pub use leitsystem_core::contract;
 mod contract_schema_tests;
 pub mod outbox;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use jiff::civil::Date;
-use rumqttc::{
-    AsyncClient, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish,
-    QoS, SubscribeFilter, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
 use crate::config::MqttConfig;
-use crate::domain::{BookingInput, Command, CommandError, CommandRequest, Outcome};
-use crate::runtime::{EngineHandle, ExecuteError};
-use contract::{InboundTopic, StatusMessage, Topics};
+use crate::runtime::EngineHandle;
+use contract::{StatusMessage, Topics};
 
 /// Most inbound publishes handled by one batch (one round of engine commits, then acks).
 pub const MAX_BATCH: usize = 256;
@@ -105,14 +100,12 @@ struct Wire {
 type SharedWire = Arc<Mutex<Wire>>;
 
 mod connection;
-#[allow(unused_imports)]
-pub use connection::*;
+pub use connection::describe_connection_error;
+pub(crate) use connection::{connection_task, publish_tagged};
 mod publisher;
-#[allow(unused_imports)]
-pub use publisher::*;
+pub(crate) use publisher::outbox_task;
 mod processor;
-#[allow(unused_imports)]
-pub use processor::*;
+pub(crate) use processor::processor_task;
 
 fn lock_wire(wire: &SharedWire) -> std::sync::MutexGuard<'_, Wire> {
     wire.lock().unwrap_or_else(|p| p.into_inner())

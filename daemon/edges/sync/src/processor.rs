@@ -2,8 +2,17 @@
 //! order, each acked only after its effect is durable; gap detection by the day digests and
 //! re-fetch.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    CHUNK_COMMANDS, CHUNKS_IN_FLIGHT, Ctx, Inbound, MAX_BATCH, MAX_BATCH_COMMANDS, lock_wire,
+};
+use crate::domain::{BookingInput, Command, CommandError, CommandRequest, Outcome};
+use crate::runtime::ExecuteError;
+use contract::InboundTopic;
+use jiff::civil::Date;
+use leitsystem_core::contract;
+use rumqttc::QoS;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::sync::mpsc;
 
 /// What one inbound publish asked for, after parsing.
 pub(crate) enum Parsed {

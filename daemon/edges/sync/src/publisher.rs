@@ -2,8 +2,16 @@
 //! batches with a window of unacknowledged publishes; the cursor moves only over events the
 //! broker acknowledged.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    CURSOR_PERSIST_INTERVAL, Ctx, OUTBOX_LINGER, OUTBOX_WINDOW, Tag, lock_wire, outbox,
+    publish_tagged,
+};
+use contract::StatusMessage;
+use leitsystem_core::contract;
+use rumqttc::{QoS, SubscribeFilter};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tokio::sync::watch;
 
 pub(crate) async fn outbox_task(
     ctx: Ctx,

@@ -2,8 +2,21 @@
 //! [`GROUP_COMMIT_MAX`] queued commands, executes them in order and answers each only after
 //! the one fsynced commit, and what it answers queries with.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    EVENT_BROADCAST_CAPACITY, EngineHandle, EngineMessage, ExecuteError, ExecuteResult,
+    GROUP_COMMIT_MAX, QUEUE_CAPACITY, StateView, WITNESS_INTERVAL,
+};
+use crate::catalog::Catalog;
+use crate::clock::{Clock, ClockGuard, ClockWait, DayGate, MINUTE};
+use crate::config::Config;
+use crate::domain::{Command, CommandError, CommandRequest, EventRecord};
+use crate::engine::Engine;
+use crate::store::{Store, StoreError, StoreOptions};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Opens the store and builds the engine from what it holds.
 pub fn open_engine(

@@ -1,8 +1,10 @@
 //! [`EventFeed`]: the committed events without gaps, from the broadcast while it keeps up and
 //! from the durable log when a subscriber fell behind.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{EngineHandle, ExecuteError, FEED_CATCH_UP_READ};
+use crate::domain::EventRecord;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Committed events in log order without gaps, for outputs that must not miss one (a ticket
 /// to print): the broadcast while the subscriber keeps up, the durable log for what the

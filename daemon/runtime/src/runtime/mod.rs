@@ -14,24 +14,18 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use crate::catalog::Catalog;
-use crate::clock::{Clock, ClockGuard, ClockWait, DayGate, MINUTE, SystemClock};
+use crate::clock::ClockWait;
 use crate::config::Config;
-use crate::domain::{Command, CommandError, CommandRequest, EventRecord};
-use crate::engine::{Engine, Executed};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::domain::{CommandError, CommandRequest, EventRecord};
+use crate::engine::Executed;
 
 mod feed;
-#[allow(unused_imports)]
-pub use feed::*;
+pub use feed::EventFeed;
 mod engine_thread;
-#[allow(unused_imports)]
-pub use engine_thread::*;
+pub use engine_thread::{QueueView, open_engine, spawn_engine, store_options, verify};
 mod scheduler;
-#[allow(unused_imports)]
-pub use scheduler::*;
+pub use scheduler::scheduler;
 
 /// Most commands written by one commit.
 pub const GROUP_COMMIT_MAX: usize = 256;

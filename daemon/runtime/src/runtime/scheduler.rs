@@ -1,8 +1,13 @@
 //! The scheduler: a `tick` at every local midnight (and at least every minute), more often
 //! while a day waits for a synchronised clock.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{EngineHandle, ExecuteError};
+use crate::catalog::Catalog;
+use crate::clock::{Clock, MINUTE, SystemClock};
+use crate::domain::{Command, CommandError, CommandRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Sends a `tick` at every local midnight (and at least every minute), so a service day closes
 /// even when nobody uses the system; every few seconds while a day waits for a synchronised

@@ -3,8 +3,17 @@
 //! an opaque handle, so an emit after destroy is dropped), and one plugin instance's
 //! create/send/destroy calls (`Instance`).
 
-#[allow(unused_imports)]
-use super::*;
+use super::DeviceSpec;
+use leitsystem_plugin::messages::{DeviceConfig, encode_host_message};
+use leitsystem_plugin::{
+    ABI_VERSION, ENTRY_SYMBOL, EntryFn, HostApi, HostMessage, PluginDescriptor, ffi,
+};
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::mpsc;
 
 /// Why a plugin or device could not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -1,8 +1,21 @@
 //! Inputs → commands: each device's router turns its scans and button presses, in order, into
 //! commands through the engine's handle, and records print outcomes.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    DeviceEvent, DeviceSpec, PrintLedger, Supervise, now_millis, record_print, reprint_failed,
+    update,
+};
+use crate::catalog::Catalog;
+use crate::domain::{BookingId, Command, CommandRequest, DeskId, PrintOutcome};
+use crate::runtime::EngineHandle;
+use crate::status::DeviceRegistry;
+use leitsystem_plugin::messages::{ButtonAction, Paper, Role, decode_plugin_message};
+use leitsystem_plugin::{LogLevel, PluginMessage};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) fn button_command(action: ButtonAction, desk: DeskId) -> Command {
     match action {

@@ -21,31 +21,8 @@
 //! - **Derived outputs**: printers get `print` jobs for `ticket_issued` events; displays get the
 //!   latest calls (ticket and desk only, never personal data) after `ticket_called`/`recalled`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CStr, c_char, c_void};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use leitsystem_plugin::messages::{
-    ButtonAction, DeviceConfig, Paper, Role, decode_plugin_message, encode_host_message,
-};
-use leitsystem_plugin::{
-    ABI_VERSION, ENTRY_SYMBOL, EntryFn, HostApi, HostMessage, LogLevel, PluginDescriptor,
-    PluginMessage, ffi,
-};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::catalog::Catalog;
-use crate::config::Config;
-use crate::domain::{
-    BookingId, Command, CommandRequest, DeskId, Event, PrintOutcome, PrintState, Ticket,
-    TicketNumber,
-};
-use crate::runtime::EngineHandle;
 pub use crate::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
 
 /// Messages from one device waiting for its router; beyond this, that device's emits are
@@ -67,16 +44,13 @@ mod outputs;
 mod specs;
 mod supervisor;
 
-#[allow(unused_imports)]
-use abi::*;
+use abi::{DeviceEvent, Instance, Supervise};
 pub use abi::{LoadedPlugin, PluginError, load_plugin, resolve_plugin};
-#[allow(unused_imports)]
-use inputs::*;
-#[allow(unused_imports)]
-use outputs::*;
-#[allow(unused_imports)]
-use specs::*;
+use inputs::{Router, route_device, watch_overdue_prints};
+use outputs::{
+    PrintLedger, PrintRouting, derive_outputs, feed_displays, record_print, reprint_failed,
+};
+use specs::check_role;
 pub use specs::{DeviceSpec, device_specs, probe_device};
-#[allow(unused_imports)]
-use supervisor::*;
 pub use supervisor::{PluginHost, STOP_WAIT};
+use supervisor::{now_millis, update};

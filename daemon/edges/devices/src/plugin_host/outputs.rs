@@ -1,8 +1,19 @@
 //! Outputs from committed events: print jobs for printers (with the ledger of unanswered jobs
 //! and reprints after a printer comes back) and the display state for display devices.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{DeviceSpec, Supervise};
+use crate::catalog::Catalog;
+use crate::domain::{
+    Command, CommandRequest, Event, PrintOutcome, PrintState, Ticket, TicketNumber,
+};
+use crate::runtime::EngineHandle;
+use leitsystem_plugin::HostMessage;
+use leitsystem_plugin::messages::Role;
+use std::collections::HashMap;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Print job ids are `<day>/<call number>/<log sequence of the event that asked for it>`:
 /// unique per attempt, and they name the ticket without a lookup.

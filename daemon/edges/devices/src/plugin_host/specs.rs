@@ -1,8 +1,13 @@
 //! The devices the config names, as the host runs them ([`DeviceSpec`]), and the probe that
 //! `leitsystemd plugins` runs on them.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{EMIT_QUEUE, Instance, LoadedPlugin, PluginError, load_plugin, resolve_plugin};
+use crate::config::Config;
+use leitsystem_plugin::messages::Role;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::sync::mpsc;
 
 /// One configured device, resolved.
 #[derive(Debug, Clone)]

@@ -2,8 +2,23 @@
 //! it fails, and reports its health on the status board; [`PluginHost`] starts and stops them
 //! all and marks devices whose plugin call hangs as stuck.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    DEVICE_QUEUE, DeviceEvent, DeviceSpec, EMIT_QUEUE, FIRST_BACKOFF, HEALTHY_AFTER, Instance,
+    LoadedPlugin, MAX_BACKOFF, PrintLedger, PrintRouting, Router, Supervise, check_role,
+    derive_outputs, feed_displays, load_plugin, route_device, watch_overdue_prints,
+};
+use crate::catalog::Catalog;
+use crate::runtime::EngineHandle;
+use crate::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
+use leitsystem_plugin::messages::Role;
+use leitsystem_plugin::{HostMessage, ffi};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How long a stop waits for the devices' threads in all; a thread still in a plugin call
 /// then is left behind (it ends with the process), so shutdown stays within systemd's

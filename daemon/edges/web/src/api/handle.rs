@@ -1,8 +1,22 @@
 //! The route dispatcher: one `handle` for every `/api/v1` request, after its route's access
 //! rule, and the login.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{
+    Ctx, DESK_ACTIONS, OPENAPI, ROUTES, alarms, authorize, cross_origin, desk_command, desk_view,
+    devices, error, evacuation, execute_error, find_route, idempotency_key, json_reply,
+    kiosk_services, kiosk_ticket, parse, presence, read_body, registry, stats, too_many,
+    unavailable,
+};
+use crate::auth::{LoginError, User};
+use crate::domain::{Command, CommandRequest, DeskId, ForwardTarget, ServiceId, TicketNumber};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use warp::Reply;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::hyper::body::Buf;
 
 /// The `/api/v1/...` dispatcher (all routes but the WebSocket upgrades).
 pub async fn handle(

@@ -13,27 +13,23 @@
 // boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use warp::Reply;
-use warp::http::{HeaderMap, Method, StatusCode};
+use warp::http::{HeaderMap, StatusCode};
 use warp::hyper::body::Buf;
 
-use crate::auth::{Auth, LoginError, Role, User};
+use crate::auth::{Auth, Role, User};
 use crate::catalog::Catalog;
-use crate::display::Bilingual;
-use crate::domain::{
-    Command, CommandError, CommandRequest, DeskId, DeskMode, ForwardTarget, Outcome, PrintState,
-    ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
-};
+use crate::domain::{Command, DeskId};
 use crate::kiosk::ScanFeed;
-use crate::runtime::{EngineHandle, ExecuteError};
+use crate::runtime::EngineHandle;
 use crate::status::DeviceRegistry;
 
 /// The OpenAPI 3.1 document of this API.
@@ -107,17 +103,17 @@ pub const ROUTES: &[Route] = &[
 ];
 
 mod refusals;
-#[allow(unused_imports)]
-pub use refusals::*;
+pub(crate) use refusals::execute_error;
+pub use refusals::refusal_text;
 mod handle;
-#[allow(unused_imports)]
-pub use handle::*;
+pub use handle::handle;
 mod views;
-#[allow(unused_imports)]
-pub use views::*;
+pub use views::desk_view;
+pub(crate) use views::{
+    alarms, devices, evacuation, kiosk_services, kiosk_ticket, presence, registry, stats,
+};
 mod sockets;
-#[allow(unused_imports)]
-pub use sockets::*;
+pub use sockets::{desk_socket, kiosk_socket, ws_authorize};
 
 /// The desk actions of `POST /desks/{desk}/{action}`.
 pub const DESK_ACTIONS: &[&str] = &[

@@ -1,8 +1,12 @@
 //! Refused commands in words a clerk can act on: the engine's error codes as German and
 //! English sentences (`refusal_text`), and the HTTP answers for them.
 
-#[allow(unused_imports)]
-use super::*;
+use super::json_reply;
+use crate::catalog::Catalog;
+use crate::domain::{CommandError, DeskMode, ServiceId};
+use crate::runtime::ExecuteError;
+use serde_json::json;
+use warp::http::StatusCode;
 
 pub(crate) fn execute_error(e: &ExecuteError, catalog: &Catalog) -> warp::reply::Response {
     let status = match e {

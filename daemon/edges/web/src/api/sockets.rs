@@ -1,7 +1,11 @@
 //! The clerk and kiosk WebSockets (capped per kind; a desk socket closes with 4401 at logout).
 
-#[allow(unused_imports)]
-use super::*;
+use super::{ApiState, Ctx, HEARTBEAT, ROUTES, authorize, cross_origin, desk_view, error};
+use crate::kiosk::ScanFeed;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::net::IpAddr;
+use warp::http::{HeaderMap, StatusCode};
 
 /// Answer of a WebSocket route before the upgrade: the session token (if any), or the refusal.
 pub fn ws_authorize(

@@ -1,8 +1,20 @@
 //! What the API shows: the desk view, the kiosk's services and tickets, presence and the
 //! evacuation list, devices, statistics and alarms.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{Ctx, error, execute_error, json_reply, parse, too_many, unavailable};
+use crate::catalog::Catalog;
+use crate::display::Bilingual;
+use crate::domain::{
+    Command, CommandRequest, DeskId, Outcome, PrintState, ServiceId, Ticket, TicketOrigin,
+    TicketState,
+};
+use crate::status::DeviceRegistry;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use warp::Reply;
+use warp::http::StatusCode;
 
 pub(crate) fn text(t: &crate::config::Text) -> Bilingual {
     t.into()

@@ -1,8 +1,10 @@
 //! `/healthz` (the appliance's health for a monitor) and `/metrics` (Prometheus text: queue,
 //! devices, sync, sockets), both read from the engine's state and the status boards.
 
-#[allow(unused_imports)]
-use super::*;
+use super::WebState;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use warp::http::StatusCode;
 
 pub(crate) async fn healthz(state: WebState) -> impl warp::Reply {
     let answer = tokio::time::timeout(Duration::from_secs(2), state.engine.state_view()).await;

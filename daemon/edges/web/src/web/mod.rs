@@ -30,8 +30,7 @@ use crate::runtime::EngineHandle;
 use crate::status::DeviceRegistry;
 
 mod health;
-#[allow(unused_imports)]
-pub use health::*;
+pub(crate) use health::{healthz, metrics};
 
 /// How often the display WebSocket sends a heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
