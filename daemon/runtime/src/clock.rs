@@ -81,16 +81,30 @@ fn kernel_sync_status() -> SyncStatus {
     let mut timex: libc::timex = unsafe { std::mem::zeroed() };
     // SAFETY: a valid, exclusively borrowed `timex` for the duration of the call.
     let state = unsafe { libc::adjtimex(&mut timex) };
-    if state < 0 {
-        let error = std::io::Error::last_os_error();
-        return SyncStatus::Unsynchronised {
-            reason: format!(
-                "cannot read the kernel's clock status (adjtimex: {error}); a unit with \
-                 ProtectClock=yes forbids it: use a flag file such as {TIMESYNCD_FLAG_FILE}"
-            ),
-        };
-    }
-    if state == libc::TIME_ERROR || timex.status & libc::STA_UNSYNC != 0 {
+    let answer = if state < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok((state, timex.status))
+    };
+    interpret_adjtimex(answer)
+}
+
+/// What `adjtimex`'s answer means: the clock state it returned with the `status` bits it
+/// filled in, or why the call failed.
+#[cfg(target_os = "linux")]
+fn interpret_adjtimex(answer: std::io::Result<(libc::c_int, libc::c_int)>) -> SyncStatus {
+    let (state, status) = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            return SyncStatus::Unsynchronised {
+                reason: format!(
+                    "cannot read the kernel's clock status (adjtimex: {error}); a unit with \
+                     ProtectClock=yes forbids it: use a flag file such as {TIMESYNCD_FLAG_FILE}"
+                ),
+            };
+        }
+    };
+    if state == libc::TIME_ERROR || status & libc::STA_UNSYNC != 0 {
         SyncStatus::Unsynchronised {
             reason: "the kernel reports the clock as not synchronised (no NTP client has set \
                      it since boot, or it lost its server)"
@@ -319,5 +333,138 @@ mod tests {
                 assert!(!reason.contains("cannot read"), "{reason}")
             }
         }
+    }
+
+    #[test]
+    fn a_flag_file_that_cannot_be_read_is_told_apart_from_one_not_yet_written() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let parent = dir.path().join("timesync");
+        let flag = parent.join("synchronized");
+        let source = SyncSource::FlagFile(flag.clone());
+        assert_eq!(source.describe(), flag.display().to_string());
+        assert_eq!(SyncSource::Kernel.describe(), "kernel");
+
+        let mut gate = DayGate::requiring(source.clone(), Calendar::berlin());
+        let (morning, noon) = (at("2026-12-02T08:00:00Z"), at("2026-12-02T11:00:00Z"));
+        let missing = gate.admit(morning).err();
+        let expected_missing = format!(
+            "{} does not exist: the clock was not synchronised since boot",
+            flag.display()
+        );
+        assert_eq!(
+            missing.as_ref().map(|w| (&w.reason, &w.source)),
+            Some((&expected_missing, &flag.display().to_string()))
+        );
+
+        // The folder is a file now (ENOTDIR): not "missing" but unreadable, and the wait
+        // says the new reason from the time it changed.
+        std::fs::write(&parent, "").unwrap_or_else(|e| panic!("{e}"));
+        match source.probe() {
+            SyncStatus::Unsynchronised { reason } => assert!(
+                reason.starts_with(&format!("cannot read {}: ", flag.display())),
+                "{reason}"
+            ),
+            other => panic!("an unreadable flag file counted as {other:?}"),
+        }
+        let unreadable = gate.admit(noon).err();
+        assert_eq!(
+            unreadable
+                .as_ref()
+                .map(|w| (w.since, w.reason.starts_with("cannot read"))),
+            Some((noon, true)),
+            "{unreadable:?}"
+        );
+    }
+
+    #[test]
+    fn a_wait_carried_into_the_next_day_is_that_day_s_wait() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let source = SyncSource::FlagFile(dir.path().join("synchronized"));
+        let mut gate = DayGate::requiring(source, Calendar::berlin());
+        assert!(gate.admit(at("2026-12-02T08:00:00Z")).is_err());
+        let next_day = at("2026-12-02T23:30:00Z"); // 00:30 in Berlin
+        let wait = gate.admit(next_day).err();
+        assert_eq!(
+            wait.as_ref().map(|w| (w.day.to_string(), w.since, w.wall)),
+            Some(("2026-12-03".to_string(), next_day, next_day))
+        );
+    }
+
+    #[test]
+    fn the_kernel_s_answer_is_read_from_its_state_and_status_bits() {
+        let synchronised = SyncStatus::Synchronised { last_sync: None };
+        let unsynchronised = |status: SyncStatus| match status {
+            SyncStatus::Unsynchronised { reason } => reason,
+            SyncStatus::Synchronised { .. } => String::from("synchronised"),
+        };
+        assert_eq!(interpret_adjtimex(Ok((libc::TIME_OK, 0))), synchronised);
+        // PLL mode and other bits alone do not make a clock unsynchronised.
+        assert_eq!(
+            interpret_adjtimex(Ok((libc::TIME_OK, libc::STA_PLL | libc::STA_NANO))),
+            synchronised
+        );
+        assert_eq!(
+            interpret_adjtimex(Ok((libc::TIME_INS, libc::STA_PLL))),
+            synchronised
+        );
+        for (state, status) in [
+            (libc::TIME_ERROR, 0),
+            (libc::TIME_OK, libc::STA_UNSYNC),
+            (libc::TIME_OK, libc::STA_UNSYNC | libc::STA_PLL),
+        ] {
+            assert!(
+                unsynchronised(interpret_adjtimex(Ok((state, status))))
+                    .starts_with("the kernel reports the clock as not synchronised"),
+                "state {state}, status {status:#x}"
+            );
+        }
+        let refused = interpret_adjtimex(Err(std::io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(
+            unsynchronised(refused).contains("cannot read the kernel's clock status"),
+            "a refused adjtimex must say so"
+        );
+    }
+
+    #[test]
+    fn the_clock_as_pages_show_it() {
+        let calendar = Calendar::berlin();
+        assert_eq!(
+            clock_json(&calendar, None, None),
+            serde_json::json!({"held": false, "unsynchronised": null})
+        );
+        let hold = ClockHold {
+            wall_at_jump: at("2026-12-02T09:00:00Z"),
+            engine_at_jump: at("2026-12-02T08:00:00Z"),
+            wall: at("2026-12-02T09:30:00Z"),
+            engine: at("2026-12-02T08:30:00Z"),
+        };
+        let wait = ClockWait {
+            day: "2026-12-02".parse().unwrap_or_else(|e| panic!("{e}")),
+            since: at("2026-12-02T07:00:00Z"),
+            wall: at("2026-12-02T07:05:00Z"),
+            reason: "no sync".into(),
+            source: "kernel".into(),
+        };
+        assert_eq!(
+            clock_json(&calendar, Some(&hold), Some(&wait)),
+            serde_json::json!({
+                "held": true,
+                "wall": "2026-12-02T10:30:00+01:00",
+                "engine": "2026-12-02T09:30:00+01:00",
+                "wall_at_jump": "2026-12-02T10:00:00+01:00",
+                "wall_local": "02.12.2026 10:30",
+                "engine_local": "02.12.2026 09:30",
+                "offset_seconds": 3600,
+                "unsynchronised": {
+                    "day": "2026-12-02",
+                    "day_local": "02.12.2026",
+                    "wall": "2026-12-02T08:05:00+01:00",
+                    "wall_local": "02.12.2026 08:05",
+                    "since": "2026-12-02T08:00:00+01:00",
+                    "reason": "no sync",
+                    "source": "kernel",
+                },
+            })
+        );
     }
 }
