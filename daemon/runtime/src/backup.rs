@@ -24,7 +24,7 @@
 //! epoch: its seqs go on from the backup's last seq, and a website must not mistake those for
 //! events it already saw from the appliance before the restore (`daemon/docs/mqtt.md`).
 //!
-//! Over 600 lines (about 600): the backup format, its writer and the restore are one contract,
+//! Over 600 lines (about 610): the backup format, its writer and the restore are one contract,
 //! kept in one file so they change together; the tests are in `backup/tests.rs`.
 
 use std::fs::File;
@@ -483,13 +483,19 @@ pub fn restore(
                 .strftime("%Y%m%dT%H%M%SZ")
                 .to_string();
             // A second restore within the same second gets a name of its own.
-            let aside = (1..)
+            let aside = (1..=100)
                 .map(|n| match n {
                     1 => parent.join(format!("{name}.replaced-{stamp}")),
                     n => parent.join(format!("{name}.replaced-{stamp}-{n}")),
                 })
-                .find(|candidate| !candidate.exists())
-                .unwrap_or_else(|| parent.join(format!("{name}.replaced-{stamp}")));
+                .find(|candidate| !candidate.exists());
+            let Some(aside) = aside else {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(target_err(format!(
+                    "100 earlier restores this second already kept their data as \
+                     {name}.replaced-{stamp}*: wait a second and try again"
+                )));
+            };
             if let Err(e) = std::fs::rename(data_dir, &aside) {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(io_err(data_dir)(e));
