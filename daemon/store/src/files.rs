@@ -1,7 +1,15 @@
 //! The files around sled: the `FORMAT` marker, `CLEAN`'s file sums, small files written
 //! durably.
 
-use super::*;
+use super::{
+    FORMAT_FILE, FORMAT_NAME, FileSum, FormatMarker, MarkerState, STORE_DIR, StoreError,
+    StoreOptions, fsync_path, io_err,
+};
+use serde::Serialize;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Serialises a store value; `serde_json` cannot fail on these plain data types (string keys,
 /// no floats), so an empty value here would be a programming error caught by the tests.

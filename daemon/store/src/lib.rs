@@ -35,23 +35,24 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::civil::Date;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use leitsystem_core::domain::{BookingId, EventRecord, Outcome, PersonalData, Ticket};
-use leitsystem_core::engine::{AnsweredRequest, LoadedState, Meta, PendingCommit};
+use leitsystem_core::domain::PersonalData;
 
 mod files;
 mod views;
 
 pub use files::ensure_unused;
-use files::*;
+use files::{
+    describe_difference, file_sums, json, lock_with_retry, open_sled_with_retry, parse_marker,
+    remove_interrupted_snapshots, write_marker, write_small_file,
+};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -1,7 +1,14 @@
 //! Reading and writing the engine's data: loading the views, the log, personal data, and
 //! the durable commit.
 
-use super::*;
+use super::{PersonalRecord, Store, StoreError, fsync_path, io_err, json};
+use jiff::civil::Date;
+use leitsystem_core::domain::{BookingId, EventRecord, Outcome, PersonalData, Ticket};
+use leitsystem_core::engine::{AnsweredRequest, LoadedState, Meta, PendingCommit};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 
 impl Store {
     pub(crate) fn check_log_matches_meta(&self) -> Result<(), StoreError> {

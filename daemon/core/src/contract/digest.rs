@@ -2,7 +2,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::*;
+use crate::clock::Calendar;
+use crate::domain::Booking;
+use jiff::civil::Date;
+use std::collections::BTreeMap;
 
 /// One booking's contribution to a day digest: the first 8 bytes (big-endian) of
 /// SHA-256(`"<id>\n<version>"`).

@@ -2,15 +2,13 @@
 //! types), their validation and the per-day digest. Documented for the website's developers in
 //! `daemon/docs/mqtt.md` and `daemon/docs/asyncapi.yaml`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Calendar, Millis};
-use crate::domain::{
-    Booking, BookingId, BookingInput, BookingStatus, DeskId, EventRecord, PersonalData, ServiceId,
-};
+use crate::domain::{BookingId, BookingInput, BookingStatus, DeskId, PersonalData, ServiceId};
 
 mod digest;
 mod outbound;

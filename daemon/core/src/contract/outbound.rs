@@ -1,6 +1,9 @@
 //! What the appliance publishes: the events in batches of consecutive seqs, and its status.
 
-use super::*;
+use super::CONTRACT_VERSION;
+use crate::clock::Millis;
+use crate::domain::EventRecord;
+use serde::{Deserialize, Serialize};
 
 /// Most events in one message on `<prefix>/events`.
 pub const EVENTS_PER_MESSAGE: usize = 500;

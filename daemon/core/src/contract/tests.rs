@@ -1,6 +1,7 @@
 //! The contract's parsers, digests and batches.
 
 use super::*;
+use crate::domain::EventRecord;
 
 fn calendar() -> Calendar {
     Calendar::berlin()

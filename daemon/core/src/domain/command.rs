@@ -1,6 +1,12 @@
 //! The commands every input sends, their answers ([`Outcome`]) and refusals ([`CommandError`]).
 
-use super::*;
+use super::{
+    BookingId, BookingInput, DepartmentId, DeskId, DeskMode, ForwardTarget, PRIORITY_NORMAL,
+    PrintOutcome, PrintState, ServiceId, TicketNumber, TicketState,
+};
+use crate::clock::Millis;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
 
 /// Everything any input can ask the queue engine to do. One way in: scanner, buttons, web,
 /// MQTT and the control socket all send these.

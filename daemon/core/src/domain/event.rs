@@ -1,6 +1,9 @@
 //! The events the engine commits: every change to the queue, in the durable log's order.
 
-use super::*;
+use super::{Booking, BookingId, DeskId, DeskMode, ServiceId, Ticket, TicketNumber};
+use crate::clock::Millis;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
 
 /// Every change to the queue. Stored in the durable log in order; all views are derived
 /// from them. Never holds personal data.

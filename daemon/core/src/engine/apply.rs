@@ -1,7 +1,13 @@
 //! Applying events: the only mutation of [`State`], depending on nothing but the event and
 //! its time (so replaying the log rebuilds the same state); replay and the invariants.
 
-use super::*;
+use super::{Acknowledgement, AlarmRecord, Meta, State, Touched};
+use crate::catalog::Catalog;
+use crate::domain::{
+    BookingId, BookingStatus, DeskId, DeskMode, DeskState, Event, EventRecord, PRIORITY_MAX,
+    PRIORITY_NORMAL, PrintState, ServiceId, TicketNumber, TicketOrigin, TicketState,
+};
+use std::collections::BTreeMap;
 
 impl State {
     /// A fresh state: every configured desk closed.

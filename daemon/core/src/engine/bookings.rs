@@ -1,6 +1,12 @@
 //! Deciding check-ins and booking changes, and issuing new tickets.
 
-use super::*;
+use super::{Decided, Engine, MAX_SEQUENCE};
+use crate::catalog::LateArrival;
+use crate::clock::{MINUTE, Millis};
+use crate::domain::{
+    Booking, BookingId, BookingInput, BookingStatus, CommandError, DeskId, Event, Outcome,
+    PRIORITY_NORMAL, PrintState, ServiceId, Ticket, TicketNumber, TicketOrigin, TicketState,
+};
 
 impl Engine {
     pub(super) fn decide_check_in(

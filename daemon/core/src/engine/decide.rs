@@ -1,7 +1,12 @@
 //! Deciding the desk and ticket commands against the state: pure, a refusal is a typed
 //! [`CommandError`] and changes nothing; the result is events and the answer.
 
-use super::*;
+use super::{Decided, Engine, TOKEN_BOOKING_MINUTES};
+use crate::clock::Millis;
+use crate::domain::{
+    Booking, BookingStatus, Command, CommandError, DeskId, DeskMode, Event, ForwardTarget, Outcome,
+    PRIORITY_MAX, PRIORITY_NORMAL, PrintOutcome, PrintState, Ticket, TicketOrigin, TicketState,
+};
 
 impl Engine {
     pub(super) fn decide(&self, command: &Command, now: Millis) -> Result<Decided, CommandError> {

@@ -6,22 +6,18 @@
 //! log rebuilds exactly the same state. The engine collects what a command changed into a
 //! [`PendingCommit`]; the daemon writes it to the store durably and only then acknowledges.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::LateArrival;
 use crate::catalog::{Catalog, Desk};
-use crate::clock::{MINUTE, Millis};
+use crate::clock::Millis;
 use crate::contract::DaySums;
 use crate::domain::{
-    Booking, BookingId, BookingInput, BookingStatus, Command, CommandError, CommandRequest, DeskId,
-    DeskMode, DeskState, Event, EventRecord, ForwardTarget, Outcome, PRIORITY_MAX, PRIORITY_NORMAL,
-    PersonalData, PrintOutcome, PrintState, ServiceId, Ticket, TicketNumber, TicketOrigin,
-    TicketState,
+    Booking, BookingId, Command, CommandError, CommandRequest, DeskId, DeskMode, DeskState, Event,
+    EventRecord, Outcome, PersonalData, ServiceId, Ticket, TicketNumber, TicketState,
 };
 
 /// Slot length assumed for a booking known only from its check-in token.

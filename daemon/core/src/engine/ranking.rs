@@ -1,7 +1,13 @@
 //! Which ticket a desk calls next (the queue policy's rank), wait estimates, and the answer
 //! for a newly issued ticket.
 
-use super::*;
+use super::Engine;
+use crate::clock::{MINUTE, Millis};
+use crate::domain::{
+    CommandError, DeskId, DeskMode, Outcome, ServiceId, Ticket, TicketNumber, TicketOrigin,
+    TicketState,
+};
+use std::cmp::Reverse;
 
 impl Engine {
     /// The ticket `desk` would call at `now`, by the queue policy.

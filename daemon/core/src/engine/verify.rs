@@ -1,7 +1,11 @@
 //! Consistency: the views loaded from a store against the state rebuilt from its log and the
 //! live state.
 
-use super::*;
+use super::{Engine, LoadedState, State};
+use crate::catalog::Catalog;
+use crate::domain::EventRecord;
+use serde::Serialize;
+use std::sync::Arc;
 
 /// Checks a store's consistency: the views loaded from it must equal the state rebuilt from
 /// its log, the live state (if given) must equal both, and the invariants must hold. Returns

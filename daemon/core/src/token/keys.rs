@@ -1,6 +1,9 @@
 //! Keys: the key ring of accepted public keys, hex encodings, new key pairs.
 
-use super::*;
+use super::KeyError;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// The public keys a site accepts, by key id. Keys are given as 64 hex digits (32 bytes, the
 /// standard Ed25519 public key encoding; upper or lower case; surrounding whitespace ignored).

@@ -40,7 +40,6 @@
 //! decode, parse, look up the key id, verify the signature (`verify_strict`), return the
 //! claims. Whether the day and time fit is the engine's business ([`check_day`] helps).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ed25519_dalek::{SIGNATURE_LENGTH, Signature, Signer};

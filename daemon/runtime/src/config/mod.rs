@@ -3,7 +3,7 @@
 //! references, duplicates, ranges) are all reported at once. Nothing starts before the file is
 //! valid.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};

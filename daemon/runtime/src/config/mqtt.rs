@@ -1,6 +1,9 @@
 //! `[mqtt]`: the booking sync's broker connection, and its checks.
 
-use super::*;
+use super::{Problem, check_range};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::path::PathBuf;
 
 /// `[mqtt]`: the broker the booking sync talks to (see `daemon/docs/mqtt.md`).
 #[derive(Debug, Clone, Deserialize)]

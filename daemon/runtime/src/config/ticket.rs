@@ -1,6 +1,10 @@
 //! `[ticket]`: the printed ticket's layout, and its checks.
 
-use super::*;
+use super::Problem;
+use leitsystem_core::catalog::{TicketQr, TicketTexts};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::HashSet;
 
 /// `[ticket]`: the layout of the printed ticket.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,10 @@
 //! The semantic checks of a parsed config: every problem at once, each with its span.
 
-use super::*;
+use super::{
+    Config, Problem, check_id, check_range, is_valid_id, validate_mqtt, validate_ticket, web,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 pub(crate) fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();

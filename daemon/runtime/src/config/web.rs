@@ -4,7 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::*;
+use serde::Deserialize;
+use serde_spanned::Spanned;
 
 /// `[web]`: where the web server listens, and who may log in.
 #[derive(Debug, Clone, Deserialize)]
