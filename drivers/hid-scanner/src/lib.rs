@@ -28,7 +28,7 @@ pub mod decoder;
 pub mod keymap;
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -63,14 +63,8 @@ const OPTIONS: [&str; 8] = [
     "reconnect_max_ms",
 ];
 
-/// How the scanner is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// A device file.
-    Path(PathBuf),
-    /// The first keyboard with one of these USB ids.
-    Usb(Vec<UsbId>),
-}
+/// How the scanner is found: a device file, or the first keyboard with one of the USB ids.
+pub use leitsystem_scanner_models::Selector;
 
 /// A device's options, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,37 +99,17 @@ impl Settings {
                 "option '{key}' must be a non-empty string, not {other}"
             )),
         };
-        let selector = match (text("device")?, text("usb_id")?, text("model")?) {
-            (Some(d), None, None) if d.contains('/') => Selector::Path(PathBuf::from(d)),
-            (Some(d), None, None) => Selector::Path(Path::new(BY_ID_DIR).join(d)),
-            (None, Some(id), None) => {
-                let usb = UsbId::parse(&id).ok_or_else(|| {
-                    format!("option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"0c2e:0b61\"), not \"{id}\"")
-                })?;
-                if let Some(advice) = models::wrong_mode(usb, &Mode::Keyboard) {
-                    return Err(format!("option 'usb_id': {advice}"));
-                }
-                Selector::Usb(vec![usb])
-            }
-            (None, None, Some(model)) => {
-                let model = models::lookup(&model).map_err(|e| format!("option 'model': {e}"))?;
-                if model.keyboard.is_empty() {
-                    return Err(format!(
-                        "option 'model': the {} has no USB keyboard mode; use the serial-scanner driver",
-                        model.name
-                    ));
-                }
-                Selector::Usb(model.keyboard.clone())
-            }
-            (None, None, None) => {
-                return Err("option 'device' (e.g. \"/dev/input/event3\" or a /dev/input/by-id name), 'usb_id' (\"vvvv:pppp\") or 'model' is missing".into());
-            }
-            _ => {
-                return Err(
-                    "give one of the options 'device', 'usb_id' and 'model', not several".into(),
-                );
-            }
-        };
+        let selector = models::select(
+            text("device")?,
+            text("usb_id")?,
+            text("model")?,
+            &Mode::Keyboard,
+            &models::DeviceHelp {
+                by_id_dir: BY_ID_DIR,
+                device_example: "/dev/input/event3",
+                usb_example: "0c2e:0b61",
+            },
+        )?;
         let number = |key: &str, default: u64, range: std::ops::RangeInclusive<u64>| match options
             .get(key)
         {

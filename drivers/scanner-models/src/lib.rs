@@ -4,10 +4,12 @@
 //! (CDC-ACM), and modes neither driver reads (HID POS, IBM SurePOS, ...). The built-in table,
 //! `models.toml` (embedded, parsed once), lists those ids per model, so a driver can find a
 //! scanner by its model ([`lookup`]) and say what is wrong when a configured id is the scanner in
-//! another mode ([`identify`]). This crate is pure data and lookups: it never opens a device.
+//! another mode ([`identify`]), and choose the scanner from a driver's options ([`select`]).
+//! This crate is pure data and lookups: it never opens a device.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -220,11 +222,7 @@ pub fn wrong_mode(usb: UsbId, wanted: &Mode) -> Option<String> {
             "use the hid-scanner driver for it, or set the scanner to USB serial (CDC) mode with the setup code in its manual".to_string()
         }
         _ => format!(
-            "neither scanner driver reads that mode: set the scanner to {} with the setup code in its manual",
-            match wanted {
-                Mode::Serial => "USB serial (CDC) mode",
-                _ => "USB keyboard mode",
-            }
+            "neither scanner driver reads that mode: set the scanner to {wanted} with the setup code in its manual"
         ),
     };
     let ids: Vec<String> = model.ids_in(wanted).iter().map(UsbId::to_string).collect();
@@ -237,6 +235,76 @@ pub fn wrong_mode(usb: UsbId, wanted: &Mode) -> Option<String> {
         "USB id {usb} is the {} in {mode}: {fix}{then}",
         model.name
     ))
+}
+
+/// How a scanner driver finds its scanner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// A device file.
+    Path(PathBuf),
+    /// The first device with one of these USB ids (in the driver's mode).
+    Usb(Vec<UsbId>),
+}
+
+/// What a driver's messages about its `device` option give as examples.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceHelp {
+    /// Where a bare `device` name is looked up (`/dev/input/by-id`).
+    pub by_id_dir: &'static str,
+    /// A device path to show (`/dev/input/event3`).
+    pub device_example: &'static str,
+    /// A USB id to show (`0c2e:0b61`).
+    pub usb_example: &'static str,
+}
+
+/// The scanner a driver reading `mode` is to use, from its options `device` (a path, or a
+/// name in `help.by_id_dir`), `usb_id` or `model` (each `None` when not given): exactly one of
+/// them; a USB id the table knows as the scanner in another mode, and a model without `mode`,
+/// are refused with what to do.
+pub fn select(
+    device: Option<String>,
+    usb_id: Option<String>,
+    model: Option<String>,
+    mode: &Mode,
+    help: &DeviceHelp,
+) -> Result<Selector, String> {
+    match (device, usb_id, model) {
+        (Some(d), None, None) if d.contains('/') => Ok(Selector::Path(PathBuf::from(d))),
+        (Some(d), None, None) => Ok(Selector::Path(Path::new(help.by_id_dir).join(d))),
+        (None, Some(id), None) => {
+            let usb = UsbId::parse(&id).ok_or_else(|| {
+                format!(
+                    "option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"{}\"), not \"{id}\"",
+                    help.usb_example
+                )
+            })?;
+            match wrong_mode(usb, mode) {
+                Some(advice) => Err(format!("option 'usb_id': {advice}")),
+                None => Ok(Selector::Usb(vec![usb])),
+            }
+        }
+        (None, None, Some(model)) => {
+            let model = lookup(&model).map_err(|e| format!("option 'model': {e}"))?;
+            let ids = model.ids_in(mode);
+            if ids.is_empty() {
+                let (mode_name, other_driver) = match mode {
+                    Mode::Keyboard => ("USB keyboard", "serial-scanner"),
+                    Mode::Serial => ("USB serial", "hid-scanner"),
+                    Mode::Other(name) => (name.as_str(), "another"),
+                };
+                return Err(format!(
+                    "option 'model': the {} has no {mode_name} mode; use the {other_driver} driver",
+                    model.name
+                ));
+            }
+            Ok(Selector::Usb(ids.to_vec()))
+        }
+        (None, None, None) => Err(format!(
+            "option 'device' (e.g. \"{}\" or a {} name), 'usb_id' (\"vvvv:pppp\") or 'model' is missing",
+            help.device_example, help.by_id_dir
+        )),
+        _ => Err("give one of the options 'device', 'usb_id' and 'model', not several".into()),
+    }
 }
 
 #[cfg(test)]
@@ -354,5 +422,67 @@ mod tests {
             wrong_mode(UsbId::parse("dead:beef").expect("id"), &Mode::Keyboard),
             None
         );
+    }
+
+    #[test]
+    fn a_driver_s_scanner_is_chosen_by_exactly_one_of_device_usb_id_and_model() {
+        let help = DeviceHelp {
+            by_id_dir: "/dev/serial/by-id",
+            device_example: "/dev/ttyACM0",
+            usb_example: "1eab:1a06",
+        };
+        let some = |s: &str| Some(s.to_string());
+        let serial = |device, usb_id, model| select(device, usb_id, model, &Mode::Serial, &help);
+        assert_eq!(
+            serial(some("/dev/ttyACM1"), None, None),
+            Ok(Selector::Path(PathBuf::from("/dev/ttyACM1")))
+        );
+        assert_eq!(
+            serial(some("usb-Newland-if00"), None, None),
+            Ok(Selector::Path(PathBuf::from(
+                "/dev/serial/by-id/usb-Newland-if00"
+            )))
+        );
+        let id = |text| UsbId::parse(text).expect("id");
+        assert_eq!(
+            serial(None, some("0403:6001"), None),
+            Ok(Selector::Usb(vec![id("0403:6001")]))
+        );
+        // The model's ids of the driver's mode only.
+        assert_eq!(
+            serial(None, None, some("newland-hr22")),
+            Ok(Selector::Usb(vec![id("1eab:1a06")]))
+        );
+        assert_eq!(
+            select(None, None, some("newland-hr22"), &Mode::Keyboard, &help),
+            Ok(Selector::Usb(vec![id("1eab:1a03")]))
+        );
+        let refused = |result: Result<Selector, String>| result.expect_err("refused");
+        assert_eq!(
+            refused(serial(None, some("1eab"), None)),
+            "option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"1eab:1a06\"), not \"1eab\""
+        );
+        let advice = refused(serial(None, some("1eab:1a03"), None));
+        assert!(
+            advice.starts_with("option 'usb_id': USB id 1eab:1a03 is the Newland HR22")
+                && advice.contains("hid-scanner driver"),
+            "{advice}"
+        );
+        assert_eq!(
+            refused(serial(None, None, None)),
+            "option 'device' (e.g. \"/dev/ttyACM0\" or a /dev/serial/by-id name), 'usb_id' \
+             (\"vvvv:pppp\") or 'model' is missing"
+        );
+        assert!(refused(serial(None, None, some("nope"))).starts_with("option 'model': unknown"));
+        for (device, usb_id, model) in [
+            (some("/dev/x"), some("1eab:1a06"), None),
+            (some("/dev/x"), None, some("newland-hr22")),
+            (None, some("1eab:1a06"), some("newland-hr22")),
+        ] {
+            assert_eq!(
+                refused(serial(device, usb_id, model)),
+                "give one of the options 'device', 'usb_id' and 'model', not several"
+            );
+        }
     }
 }

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use leitsystem_plugin::messages::Role;
 use leitsystem_plugin::{DeviceConfig, Driver, Host, HostMessage, LogLevel, PluginMessage};
-use leitsystem_scanner_models::{self as models, Mode, UsbId};
+use leitsystem_scanner_models::{self as models, Mode};
 use serde_json::{Map, Value};
 
 use crate::framing::{Frame, Framer, FramingOptions, Terminator};
@@ -62,22 +62,15 @@ const OPTIONS: [&str; 9] = [
     "reconnect_max_ms",
 ];
 
-/// How the scanner's port is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Port {
-    /// A device file.
-    Path(PathBuf),
-    /// The first tty of a USB device with one of these ids.
-    Usb(Vec<UsbId>),
-}
+/// How the scanner's port is found: a device file, or the first tty of a USB device with one
+/// of the ids.
+pub use leitsystem_scanner_models::Selector as Port;
 
-impl Port {
-    /// The device file now: the path, or the tty sysfs finds for the ids.
-    pub fn resolve(&self) -> Result<PathBuf, String> {
-        match self {
-            Port::Path(path) => Ok(path.clone()),
-            Port::Usb(ids) => usb::find_tty(Path::new(usb::SYS_CLASS_TTY), Path::new("/dev"), ids),
-        }
+/// The port's device file now: the path, or the tty sysfs finds for the ids.
+pub fn resolve(port: &Port) -> Result<PathBuf, String> {
+    match port {
+        Port::Path(path) => Ok(path.clone()),
+        Port::Usb(ids) => usb::find_tty(Path::new(usb::SYS_CLASS_TTY), Path::new("/dev"), ids),
     }
 }
 
@@ -116,44 +109,17 @@ impl Settings {
                 "option '{key}' must be a non-empty string, not {other}"
             )),
         };
-        let port = match (
+        let port = models::select(
             text_option("device")?,
             text_option("usb_id")?,
             text_option("model")?,
-        ) {
-            (Some(d), None, None) if d.contains('/') => Port::Path(PathBuf::from(d)),
-            (Some(d), None, None) => Port::Path(Path::new(BY_ID_DIR).join(d)),
-            (None, Some(id), None) => {
-                let usb = UsbId::parse(&id).ok_or_else(|| {
-                    format!("option 'usb_id' must be \"vvvv:pppp\" in hex (e.g. \"1eab:1a06\"), not \"{id}\"")
-                })?;
-                if let Some(advice) = models::wrong_mode(usb, &Mode::Serial) {
-                    return Err(format!("option 'usb_id': {advice}"));
-                }
-                Port::Usb(vec![usb])
-            }
-            (None, None, Some(model)) => {
-                let model = models::lookup(&model).map_err(|e| format!("option 'model': {e}"))?;
-                if model.serial.is_empty() {
-                    return Err(format!(
-                        "option 'model': the {} has no USB serial mode; use the hid-scanner driver",
-                        model.name
-                    ));
-                }
-                Port::Usb(model.serial.clone())
-            }
-            (None, None, None) => {
-                return Err(
-                    "option 'device' (e.g. \"/dev/ttyACM0\" or a /dev/serial/by-id name), 'usb_id' (\"vvvv:pppp\") or 'model' is missing"
-                        .to_string(),
-                );
-            }
-            _ => {
-                return Err(
-                    "give one of the options 'device', 'usb_id' and 'model', not several".into(),
-                );
-            }
-        };
+            &Mode::Serial,
+            &models::DeviceHelp {
+                by_id_dir: BY_ID_DIR,
+                device_example: "/dev/ttyACM0",
+                usb_example: "1eab:1a06",
+            },
+        )?;
         let number = |key: &str, default: u64, range: std::ops::RangeInclusive<u64>| match options
             .get(key)
         {
@@ -270,11 +236,7 @@ fn read_loop(settings: &Settings, host: Host, stop: &AtomicBool) {
     let mut backoff = RECONNECT_INITIAL;
     let mut reported_down: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
-        match settings
-            .port
-            .resolve()
-            .and_then(|path| open(&path, settings.baud))
-        {
+        match resolve(&settings.port).and_then(|path| open(&path, settings.baud)) {
             Ok((port, path)) => {
                 backoff = RECONNECT_INITIAL;
                 connection(host, true, format!("{} open", path.display()));
@@ -367,6 +329,7 @@ leitsystem_plugin::export_plugin!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leitsystem_scanner_models::UsbId;
     use serde_json::json;
 
     #[test]

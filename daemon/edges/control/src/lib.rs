@@ -17,8 +17,6 @@
 //! An edge of the daemon (`leitsystem-control`): builds on the runtime and never on another
 //! edge; the composition root (`leitsystemd`) starts it.
 
-use leitsystem_runtime::{backup, domain, runtime, status};
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,10 +27,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Command, CommandRequest, EventRecord, Outcome};
-use crate::runtime::{EngineHandle, ExecuteError};
-use crate::status::{DayView, SyncStatus, SyncView};
-use crate::status::{DeviceHealth, DeviceRegistry};
+use leitsystem_runtime::domain::{Command, CommandRequest, EventRecord, Outcome};
+use leitsystem_runtime::runtime::{EngineHandle, ExecuteError};
+use leitsystem_runtime::status::{DayView, SyncStatus, SyncView};
+use leitsystem_runtime::status::{DeviceHealth, DeviceRegistry};
 
 /// Longest accepted request line in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -68,7 +66,7 @@ pub enum ControlRequest {
     },
     /// The booking sync's state and the appliance's per-day booking counts and digests.
     Sync,
-    /// Write a backup of the store into the data directory (see [`crate::backup`]).
+    /// Write a backup of the store into the data directory (see [`leitsystem_runtime::backup`]).
     Backup,
 }
 
@@ -118,7 +116,7 @@ pub struct ControlResponse {
     pub problems: Option<Vec<String>>,
     /// The backup written by `backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<crate::backup::BackupSummary>,
+    pub backup: Option<leitsystem_runtime::backup::BackupSummary>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ControlError>,

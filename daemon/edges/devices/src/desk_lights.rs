@@ -11,9 +11,9 @@ use leitsystem_plugin::HostMessage;
 use leitsystem_plugin::messages::DeskLight;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::TicketState;
-use crate::runtime::EngineHandle;
-use crate::runtime::StateView;
+use leitsystem_runtime::domain::TicketState;
+use leitsystem_runtime::runtime::EngineHandle;
+use leitsystem_runtime::runtime::StateView;
 
 /// Most events folded into one look at the state.
 const BURST: usize = 512;
@@ -105,7 +105,7 @@ pub async fn feed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
+    use leitsystem_runtime::domain::{
         DeskId, DeskMode, DeskState, ServiceId, Ticket, TicketNumber, TicketOrigin,
     };
     use leitsystem_runtime::engine::{Acknowledgement, AlarmRecord};

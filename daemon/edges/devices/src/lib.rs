@@ -5,9 +5,5 @@
 //! Builds on the runtime and never on another edge; the composition root (`leitsystemd`)
 //! starts it. Drivers never see the store or MQTT: only messages.
 
-use leitsystem_runtime::{
-    catalog, clock, config, display, domain, kiosk, runtime, status, ticket, token,
-};
-
 pub mod desk_lights;
 pub mod plugin_host;

@@ -24,8 +24,8 @@ fn every_event_type_has_its_schema_with_exactly_its_fields() {
     };
     // Events from a real engine for the types with whole tickets and bookings ...
     let catalog = std::sync::Arc::new(
-        crate::catalog::from_config(
-            &crate::config::Config::demo().unwrap_or_else(|e| panic!("{e}")),
+        leitsystem_runtime::catalog::from_config(
+            &leitsystem_runtime::config::Config::demo().unwrap_or_else(|e| panic!("{e}")),
         )
         .unwrap_or_else(|e| panic!("{e}")),
     );

@@ -13,7 +13,7 @@
 //!   It compares the website's per-day count/digest with the appliance's own (kept up to date
 //!   by the engine) and re-fetches a day's retained snapshot on a mismatch.
 //! - **outbox** publishes the events in seq order from a persisted cursor, through an
-//!   [`EventFeed`](crate::runtime::EventFeed) (the log after the cursor, then the events as they
+//!   [`EventFeed`](leitsystem_runtime::runtime::EventFeed) (the log after the cursor, then the events as they
 //!   are committed), batched into messages of consecutive events (QoS 1, at most
 //!   [`OUTBOX_WINDOW`] messages unacknowledged), and renews the subscriptions and the retained
 //!   status after every ConnAck.
@@ -21,8 +21,6 @@
 //! An edge of the daemon (`leitsystem-sync`): builds on the runtime and never on another
 //! edge; the composition root (`leitsystemd`) starts it. It must never touch the store but
 //! through the engine's handle and feed.
-
-use leitsystem_runtime::{catalog, clock, config, domain, runtime};
 
 /// The MQTT contract (topics, wire types, validation): lives in the core crate.
 pub use leitsystem_core::contract;
@@ -41,10 +39,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::catalog::Catalog;
-use crate::config::MqttConfig;
-use crate::runtime::EngineHandle;
 use contract::{StatusMessage, Topics};
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::config::MqttConfig;
+use leitsystem_runtime::runtime::EngineHandle;
 
 /// Most inbound publishes handled by one batch (one round of engine commits, then acks).
 pub const MAX_BATCH: usize = 256;

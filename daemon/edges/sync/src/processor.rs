@@ -5,11 +5,11 @@
 use super::{
     CHUNK_COMMANDS, CHUNKS_IN_FLIGHT, Ctx, Inbound, MAX_BATCH, MAX_BATCH_COMMANDS, lock_wire,
 };
-use crate::domain::{BookingInput, Command, CommandError, CommandRequest, Outcome};
-use crate::runtime::ExecuteError;
 use contract::InboundTopic;
 use jiff::civil::Date;
 use leitsystem_core::contract;
+use leitsystem_runtime::domain::{BookingInput, Command, CommandError, CommandRequest, Outcome};
+use leitsystem_runtime::runtime::ExecuteError;
 use rumqttc::QoS;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
@@ -79,7 +79,9 @@ pub(crate) fn parse(ctx: &Ctx, item: &Inbound) -> Result<Parsed, String> {
     match ctx.topics.classify(&publish.topic) {
         InboundTopic::DaySnapshot(day) => {
             if publish.payload.is_empty() {
-                let today = calendar.day_of(crate::clock::Clock::now(&crate::clock::SystemClock));
+                let today = calendar.day_of(leitsystem_runtime::clock::Clock::now(
+                    &leitsystem_runtime::clock::SystemClock,
+                ));
                 let upcoming = day >= today;
                 if upcoming {
                     tracing::warn!(

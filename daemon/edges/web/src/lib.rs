@@ -6,10 +6,6 @@
 //! Builds on the runtime and never on another edge; it reads device health and the sync's
 //! state from the runtime's status boards.
 
-use leitsystem_runtime::{
-    catalog, clock, config, display, domain, hyphenate, kiosk, runtime, status,
-};
-
 pub mod api;
 pub mod auth;
 pub mod web;

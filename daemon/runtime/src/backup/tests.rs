@@ -31,6 +31,20 @@ fn store_with_tickets(
     Ok((store, engine.state().last_seq))
 }
 
+/// A stopped appliance in `dir/data` with `walk_ins` tickets, backed up to `dir/b.lsb`: the
+/// data directory, the backup file and the last seq.
+fn backed_up(
+    dir: &Path,
+    walk_ins: u32,
+) -> Result<(PathBuf, PathBuf, u64), Box<dyn std::error::Error>> {
+    let data = dir.join("data");
+    let (store, last_seq) = store_with_tickets(&data, walk_ins)?;
+    let file = dir.join("b.lsb");
+    write_backup(&store, SITE, last_seq, &file)?;
+    store.close()?;
+    Ok((data, file, last_seq))
+}
+
 /// The file a backup with `header` and `records` is (the format in this module's docs).
 fn encode(header: &BackupHeader, records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut body = MAGIC.to_vec();
@@ -162,11 +176,7 @@ fn a_restored_store_holds_every_event_under_a_new_epoch() -> Result<(), Box<dyn 
 fn a_used_target_is_replaced_only_on_request_and_kept_aside()
 -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let (store, last_seq) = store_with_tickets(&data, 1)?;
-    let file = dir.path().join("b.lsb");
-    write_backup(&store, SITE, last_seq, &file)?;
-    store.close()?;
+    let (data, file, _) = backed_up(dir.path(), 1)?;
     let catalog = Arc::new(demo_catalog());
     let options = StoreOptions::default();
 
@@ -203,10 +213,7 @@ fn a_used_target_is_replaced_only_on_request_and_kept_aside()
 #[test]
 fn a_restore_that_does_not_verify_is_refused() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let (store, last_seq) = store_with_tickets(&dir.path().join("data"), 2)?;
-    let file = dir.path().join("b.lsb");
-    write_backup(&store, SITE, last_seq, &file)?;
-    store.close()?;
+    let (_, file, _) = backed_up(dir.path(), 2)?;
     let read = read_backup(&file)?;
     let catalog = Arc::new(demo_catalog());
     let options = StoreOptions::default();
@@ -261,10 +268,7 @@ fn a_restore_that_does_not_verify_is_refused() -> Result<(), Box<dyn std::error:
 #[test]
 fn the_framing_and_the_schema_are_checked() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let (store, last_seq) = store_with_tickets(&dir.path().join("data"), 1)?;
-    let file = dir.path().join("b.lsb");
-    write_backup(&store, SITE, last_seq, &file)?;
-    store.close()?;
+    let (_, file, _) = backed_up(dir.path(), 1)?;
     let read = read_backup(&file)?;
     let header = &read.summary.header;
     let check = |name: &str, bytes: Vec<u8>| -> Result<String, std::io::Error> {
@@ -343,11 +347,7 @@ fn the_restored_store_belongs_to_the_owner_of_the_data_it_replaces()
 -> Result<(), Box<dyn std::error::Error>> {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let (store, last_seq) = store_with_tickets(&data, 1)?;
-    let file = dir.path().join("b.lsb");
-    write_backup(&store, SITE, last_seq, &file)?;
-    store.close()?;
+    let (data, file, _) = backed_up(dir.path(), 1)?;
     // SAFETY: geteuid only reads the process's effective user id.
     let root = unsafe { libc::geteuid() } == 0;
     let mine = std::fs::metadata(&data)?;

@@ -5,12 +5,12 @@ use super::{
     DeviceEvent, DeviceSpec, PrintLedger, Supervise, now_millis, record_print, reprint_failed,
     update,
 };
-use crate::catalog::Catalog;
-use crate::domain::{BookingId, Command, CommandRequest, DeskId, PrintOutcome};
-use crate::runtime::EngineHandle;
-use crate::status::DeviceRegistry;
 use leitsystem_plugin::messages::{ButtonAction, Paper, Role, decode_plugin_message};
 use leitsystem_plugin::{LogLevel, PluginMessage};
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::domain::{BookingId, Command, CommandRequest, DeskId, PrintOutcome};
+use leitsystem_runtime::runtime::EngineHandle;
+use leitsystem_runtime::status::DeviceRegistry;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,14 +41,14 @@ pub(crate) fn scanned_command(
     code: &str,
     catalog: &Catalog,
 ) -> Result<Command, (&'static str, String)> {
-    if code.is_empty() || code.len() > crate::token::MAX_INPUT_BYTES {
+    if code.is_empty() || code.len() > leitsystem_runtime::token::MAX_INPUT_BYTES {
         return Err((
             "not_a_code",
             format!("a code of {} bytes is no check-in code", code.len()),
         ));
     }
     if !catalog.token_keys.is_empty() {
-        match crate::token::verify(code, &catalog.site_id, &catalog.token_keys) {
+        match leitsystem_runtime::token::verify(code, &catalog.site_id, &catalog.token_keys) {
             Ok(claims) => {
                 return Ok(Command::CheckInWithToken {
                     slot_start: claims.slot_start(&catalog.calendar),
@@ -57,8 +57,8 @@ pub(crate) fn scanned_command(
                     version: claims.version,
                 });
             }
-            Err(crate::token::TokenError::NoToken) if catalog.accept_unsigned => {}
-            Err(crate::token::TokenError::NoToken) => {
+            Err(leitsystem_runtime::token::TokenError::NoToken) if catalog.accept_unsigned => {}
+            Err(leitsystem_runtime::token::TokenError::NoToken) => {
                 return Err((
                     "unsigned",
                     "no signed check-in code found, and unsigned codes are not accepted".into(),
@@ -80,7 +80,7 @@ pub(crate) struct Router {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) engine: EngineHandle,
     pub(crate) registry: DeviceRegistry,
-    pub(crate) scans: crate::kiosk::ScanFeed,
+    pub(crate) scans: leitsystem_runtime::kiosk::ScanFeed,
     pub(crate) ledger: PrintLedger,
     /// Printers that may have an open ticket waiting for a reprint. A printer joins with every
     /// failed print and leaves after a reprint scan; a successful print scans only then, so
@@ -185,9 +185,11 @@ impl Router {
                     Ok(command) => Some((None, command)),
                     Err((code, reason)) => {
                         tracing::warn!(device = %id, "scanned code refused: {reason}");
-                        let _ = self
-                            .scans
-                            .send(crate::kiosk::refused(code, &id, now_millis()));
+                        let _ = self.scans.send(leitsystem_runtime::kiosk::refused(
+                            code,
+                            &id,
+                            now_millis(),
+                        ));
                         return;
                     }
                 }
@@ -302,9 +304,12 @@ impl Router {
             match self.engine.execute(request).await {
                 Ok(executed) if scanned => {
                     // The kiosk shows every scan's outcome.
-                    if let Some(result) =
-                        crate::kiosk::accepted(&executed.outcome, &self.catalog, &id, now_millis())
-                    {
+                    if let Some(result) = leitsystem_runtime::kiosk::accepted(
+                        &executed.outcome,
+                        &self.catalog,
+                        &id,
+                        now_millis(),
+                    ) {
                         let _ = self.scans.send(result);
                     }
                 }
@@ -312,9 +317,11 @@ impl Router {
                 Err(e) => {
                     tracing::warn!(device = %id, command = name, "refused: {e}");
                     if scanned {
-                        let _ = self
-                            .scans
-                            .send(crate::kiosk::refused(e.code(), &id, now_millis()));
+                        let _ = self.scans.send(leitsystem_runtime::kiosk::refused(
+                            e.code(),
+                            &id,
+                            now_millis(),
+                        ));
                     }
                 }
             }

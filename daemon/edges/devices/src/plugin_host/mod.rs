@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-pub use crate::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
+pub use leitsystem_runtime::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
 
 /// Messages from one device waiting for its router; beyond this, that device's emits are
 /// dropped. Each device has its own queue and router, so a flooding device loses only its own

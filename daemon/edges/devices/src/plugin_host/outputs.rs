@@ -2,13 +2,13 @@
 //! and reprints after a printer comes back) and the display state for display devices.
 
 use super::{DeviceSpec, Supervise};
-use crate::catalog::Catalog;
-use crate::domain::{
-    Command, CommandRequest, Event, PrintOutcome, PrintState, Ticket, TicketNumber,
-};
-use crate::runtime::EngineHandle;
 use leitsystem_plugin::HostMessage;
 use leitsystem_plugin::messages::Role;
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::domain::{
+    Command, CommandRequest, Event, PrintOutcome, PrintState, Ticket, TicketNumber,
+};
+use leitsystem_runtime::runtime::EngineHandle;
 use std::collections::HashMap;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
@@ -220,7 +220,7 @@ impl PrintRouting {
 /// At start, open tickets that never got an answer before the daemon stopped are reprinted.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn derive_outputs(
-    mut committed: crate::runtime::EventFeed,
+    mut committed: leitsystem_runtime::runtime::EventFeed,
     engine: EngineHandle,
     printers: PrintRouting,
     ledger: PrintLedger,
@@ -276,7 +276,7 @@ pub(crate) async fn derive_outputs(
         let id = print_job_id(&ticket, record.seq);
         let message = HostMessage::Print {
             job: id.clone(),
-            document: crate::ticket::ticket_document(&ticket, &catalog, record.at),
+            document: leitsystem_runtime::ticket::ticket_document(&ticket, &catalog, record.at),
         };
         if printer.tx.try_send(Supervise::Deliver(message)).is_err() {
             // Not delivered: recorded as failed at once, and reprinted when the printer is
@@ -323,9 +323,9 @@ pub(crate) async fn reprint_unanswered(engine: &EngineHandle, started_at: i64) {
     }
 }
 
-/// Displays get the public display state ([`crate::display`]) whenever it changes.
+/// Displays get the public display state ([`leitsystem_runtime::display`]) whenever it changes.
 pub(crate) async fn feed_displays(
-    mut display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
+    mut display: tokio::sync::watch::Receiver<Arc<leitsystem_runtime::display::PublicDisplay>>,
     displays: Vec<(String, SyncSender<Supervise>)>,
     shutdown: CancellationToken,
 ) {

@@ -2,8 +2,8 @@
 //! `leitsystemd plugins` runs on them.
 
 use super::{EMIT_QUEUE, Instance, LoadedPlugin, PluginError, load_plugin, resolve_plugin};
-use crate::config::Config;
 use leitsystem_plugin::messages::Role;
+use leitsystem_runtime::config::Config;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -7,11 +7,11 @@ use super::{
     LoadedPlugin, MAX_BACKOFF, PrintLedger, PrintRouting, Router, Supervise, check_role,
     derive_outputs, feed_displays, load_plugin, route_device, watch_overdue_prints,
 };
-use crate::catalog::Catalog;
-use crate::runtime::EngineHandle;
-use crate::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
 use leitsystem_plugin::messages::Role;
 use leitsystem_plugin::{HostMessage, ffi};
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::runtime::EngineHandle;
+use leitsystem_runtime::status::{DeviceHealth, DeviceRegistry, DeviceState, STUCK_AFTER};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -220,12 +220,12 @@ pub struct PluginHost {
         std::thread::JoinHandle<()>,
     )>,
     pub(crate) registry: DeviceRegistry,
-    pub(crate) scans: crate::kiosk::ScanFeed,
+    pub(crate) scans: leitsystem_runtime::kiosk::ScanFeed,
 }
 
 /// Now in ms since the epoch (the wall clock; scan results only).
 pub(crate) fn now_millis() -> i64 {
-    crate::clock::Clock::now(&crate::clock::SystemClock)
+    leitsystem_runtime::clock::Clock::now(&leitsystem_runtime::clock::SystemClock)
 }
 
 impl PluginHost {
@@ -236,7 +236,7 @@ impl PluginHost {
         specs: Vec<DeviceSpec>,
         catalog: Arc<Catalog>,
         engine: EngineHandle,
-        display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
+        display: tokio::sync::watch::Receiver<Arc<leitsystem_runtime::display::PublicDisplay>>,
         print_answer_timeout: Duration,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
@@ -315,7 +315,7 @@ impl PluginHost {
         let host = PluginHost {
             devices,
             registry,
-            scans: crate::kiosk::scan_feed(),
+            scans: leitsystem_runtime::kiosk::scan_feed(),
         };
         tracker.spawn(watch_calls(
             watches,
@@ -423,7 +423,7 @@ impl PluginHost {
     }
 
     /// The outcome of every scan (checked in or refused, with the kiosk's texts).
-    pub fn scans(&self) -> crate::kiosk::ScanFeed {
+    pub fn scans(&self) -> leitsystem_runtime::kiosk::ScanFeed {
         self.scans.clone()
     }
 

@@ -8,8 +8,10 @@ use super::{
     unavailable,
 };
 use crate::auth::{LoginError, User};
-use crate::domain::{Command, CommandRequest, DeskId, ForwardTarget, ServiceId, TicketNumber};
 use futures_util::Stream;
+use leitsystem_runtime::domain::{
+    Command, CommandRequest, DeskId, ForwardTarget, ServiceId, TicketNumber,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -186,7 +188,8 @@ pub async fn handle(
         "/presence" => match presence(&ctx).await {
             Ok(list) => {
                 let catalog = &ctx.api.catalog;
-                let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+                let now =
+                    leitsystem_runtime::clock::Clock::now(&leitsystem_runtime::clock::SystemClock);
                 json_reply(
                     StatusCode::OK,
                     &json!({
@@ -243,7 +246,7 @@ pub async fn handle(
         "/clock" => match ctx.engine.state_view().await {
             Ok(view) => json_reply(
                 StatusCode::OK,
-                &crate::clock::clock_json(
+                &leitsystem_runtime::clock::clock_json(
                     &ctx.api.catalog.calendar,
                     view.clock_hold.as_ref(),
                     view.clock_wait.as_ref(),

@@ -26,11 +26,11 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::hyper::body::Buf;
 
 use crate::auth::{Auth, Role, User};
-use crate::catalog::Catalog;
-use crate::domain::{Command, DeskId};
-use crate::kiosk::ScanFeed;
-use crate::runtime::EngineHandle;
-use crate::status::DeviceRegistry;
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::domain::{Command, DeskId};
+use leitsystem_runtime::kiosk::ScanFeed;
+use leitsystem_runtime::runtime::EngineHandle;
+use leitsystem_runtime::status::DeviceRegistry;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
@@ -198,7 +198,7 @@ pub struct ApiState {
     pub scans: ScanFeed,
     kiosk_per_minute: u32,
     kiosk_limiter: Mutex<RateLimiter>,
-    kiosk_clients: Option<Vec<crate::config::AddressRange>>,
+    kiosk_clients: Option<Vec<leitsystem_runtime::config::AddressRange>>,
     /// The catalog's hyphenation points as JSON, computed once (`GET /hyphenation`).
     hyphenation: String,
 }
@@ -207,7 +207,7 @@ impl ApiState {
     /// The API's state from the catalog and `[web]`.
     pub fn new(
         catalog: Arc<Catalog>,
-        web: Option<&crate::config::WebConfig>,
+        web: Option<&leitsystem_runtime::config::WebConfig>,
         scans: ScanFeed,
         data_dir: Option<&std::path::Path>,
     ) -> ApiState {
@@ -220,9 +220,10 @@ impl ApiState {
             ),
             None => (Vec::new(), Duration::from_secs(12 * 3600), 10, None),
         };
-        let hyphenation =
-            serde_json::to_string(&crate::hyphenate::HyphenationMap::for_catalog(&catalog))
-                .unwrap_or_else(|_| "{}".to_string());
+        let hyphenation = serde_json::to_string(
+            &leitsystem_runtime::hyphenate::HyphenationMap::for_catalog(&catalog),
+        )
+        .unwrap_or_else(|_| "{}".to_string());
         ApiState {
             hyphenation,
             catalog,
@@ -247,7 +248,7 @@ pub struct Ctx {
     /// The API's state.
     pub api: Arc<ApiState>,
     /// The public display (for `/display`).
-    pub display: tokio::sync::watch::Receiver<Arc<crate::display::PublicDisplay>>,
+    pub display: tokio::sync::watch::Receiver<Arc<leitsystem_runtime::display::PublicDisplay>>,
 }
 
 /// A JSON answer that is never cached.

@@ -2,9 +2,9 @@
 //! English sentences (`refusal_text`), and the HTTP answers for them.
 
 use super::json_reply;
-use crate::catalog::Catalog;
-use crate::domain::{CommandError, DeskMode, ServiceId};
-use crate::runtime::ExecuteError;
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::domain::{CommandError, DeskMode, ServiceId};
+use leitsystem_runtime::runtime::ExecuteError;
 use serde_json::json;
 use warp::http::StatusCode;
 

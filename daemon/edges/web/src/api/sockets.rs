@@ -1,8 +1,8 @@
 //! The clerk and kiosk WebSockets (capped per kind; a desk socket closes with 4401 at logout).
 
 use super::{ApiState, Ctx, HEARTBEAT, ROUTES, authorize, cross_origin, desk_view, error};
-use crate::kiosk::ScanFeed;
 use futures_util::{SinkExt, StreamExt};
+use leitsystem_runtime::kiosk::ScanFeed;
 use serde_json::json;
 use std::net::IpAddr;
 use warp::http::{HeaderMap, StatusCode};

@@ -2,13 +2,13 @@
 //! evacuation list, devices, statistics and alarms.
 
 use super::{Ctx, error, execute_error, json_reply, parse, too_many, unavailable};
-use crate::catalog::Catalog;
-use crate::display::Bilingual;
-use crate::domain::{
+use leitsystem_runtime::catalog::Catalog;
+use leitsystem_runtime::display::Bilingual;
+use leitsystem_runtime::domain::{
     Command, CommandRequest, DeskId, Outcome, PrintState, ServiceId, Ticket, TicketOrigin,
     TicketState,
 };
-use crate::status::DeviceRegistry;
+use leitsystem_runtime::status::DeviceRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use warp::Reply;
 use warp::http::StatusCode;
 
-pub(crate) fn text(t: &crate::config::Text) -> Bilingual {
+pub(crate) fn text(t: &leitsystem_runtime::config::Text) -> Bilingual {
     t.into()
 }
 
@@ -178,7 +178,7 @@ pub(crate) async fn kiosk_ticket(
         source: "web:kiosk".to_string(),
         command: Command::WalkIn {
             service: ServiceId::new(pull.service),
-            priority: crate::domain::PRIORITY_NORMAL,
+            priority: leitsystem_runtime::domain::PRIORITY_NORMAL,
         },
     };
     match ctx.engine.execute(request).await {
@@ -306,7 +306,7 @@ pub(crate) async fn presence(ctx: &Ctx) -> Result<Vec<Present>, warp::reply::Res
 /// The evacuation list as plain text, one person per line, by place.
 pub(crate) fn evacuation(catalog: &Catalog, people: &[Present]) -> warp::reply::Response {
     use std::fmt::Write;
-    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let now = leitsystem_runtime::clock::Clock::now(&leitsystem_runtime::clock::SystemClock);
     let mut out = format!(
         "Evakuierungsliste / Evacuation list — {}\n{}\nPersonen im Haus / people in the building: {}\n\n",
         catalog.site_name,
@@ -348,7 +348,7 @@ pub(crate) fn evacuation(catalog: &Catalog, people: &[Present]) -> warp::reply::
     .into_response()
 }
 
-pub(crate) fn registry(registry: &DeviceRegistry) -> Vec<crate::status::DeviceHealth> {
+pub(crate) fn registry(registry: &DeviceRegistry) -> Vec<leitsystem_runtime::status::DeviceHealth> {
     registry
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

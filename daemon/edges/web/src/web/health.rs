@@ -13,7 +13,7 @@ pub(crate) async fn healthz(state: WebState) -> impl warp::Reply {
             let calendar = state
                 .api
                 .as_ref()
-                .map_or_else(crate::clock::Calendar::berlin, |api| {
+                .map_or_else(leitsystem_runtime::clock::Calendar::berlin, |api| {
                     api.catalog.calendar.clone()
                 });
             // A held clock jump needs an admin, but the appliance works on: still 200. A day
@@ -29,7 +29,7 @@ pub(crate) async fn healthz(state: WebState) -> impl warp::Reply {
                 warp::reply::json(&serde_json::json!({
                     "status": status,
                     "last_seq": view.last_seq,
-                    "clock": crate::clock::clock_json(
+                    "clock": leitsystem_runtime::clock::clock_json(
                         &calendar,
                         view.clock_hold.as_ref(),
                         view.clock_wait.as_ref(),
@@ -82,7 +82,7 @@ impl Metrics {
 pub(crate) async fn metrics(state: WebState) -> impl warp::Reply {
     let display = state.display.borrow().clone();
     let mut out = Metrics::default();
-    let per_service = |value: fn(&crate::display::QueueInfo) -> u32| {
+    let per_service = |value: fn(&leitsystem_runtime::display::QueueInfo) -> u32| {
         display
             .queues
             .iter()
@@ -120,13 +120,15 @@ pub(crate) async fn metrics(state: WebState) -> impl warp::Reply {
         .values()
         .cloned()
         .collect();
-    let device = |d: &crate::status::DeviceHealth| format!("device=\"{}\"", label(&d.id));
+    let device =
+        |d: &leitsystem_runtime::status::DeviceHealth| format!("device=\"{}\"", label(&d.id));
     out.family(
         "leitsystem_device_up",
         "gauge",
         "1 when the device runs (and its link is up, if it has one).",
         devices.iter().map(|d| {
-            let up = d.state == crate::status::DeviceState::Running && d.connected != Some(false);
+            let up = d.state == leitsystem_runtime::status::DeviceState::Running
+                && d.connected != Some(false);
             (
                 format!("{},role=\"{}\"", device(d), label(&d.role)),
                 u8::from(up),

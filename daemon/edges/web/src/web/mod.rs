@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::config::{SocketCaps, WebConfig};
-use crate::display::PublicDisplay;
-use crate::runtime::EngineHandle;
-use crate::status::DeviceRegistry;
+use leitsystem_runtime::config::{SocketCaps, WebConfig};
+use leitsystem_runtime::display::PublicDisplay;
+use leitsystem_runtime::runtime::EngineHandle;
+use leitsystem_runtime::status::DeviceRegistry;
 
 mod health;
 pub(crate) use health::{healthz, metrics};
@@ -44,7 +44,7 @@ const DISPLAY_CSS: &str = include_str!("../../assets/display.css");
 pub struct WebState {
     engine: EngineHandle,
     registry: DeviceRegistry,
-    sync: crate::status::SyncStatus,
+    sync: leitsystem_runtime::status::SyncStatus,
     display: watch::Receiver<Arc<PublicDisplay>>,
     clients: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -95,7 +95,7 @@ impl WebState {
     pub fn new(
         engine: EngineHandle,
         registry: DeviceRegistry,
-        sync: crate::status::SyncStatus,
+        sync: leitsystem_runtime::status::SyncStatus,
         display: watch::Receiver<Arc<PublicDisplay>>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -115,9 +115,9 @@ impl WebState {
     /// they answer 503. With a data directory, logins survive a restart.
     pub fn with_api(
         mut self,
-        catalog: Arc<crate::catalog::Catalog>,
+        catalog: Arc<leitsystem_runtime::catalog::Catalog>,
         web: Option<&WebConfig>,
-        scans: crate::kiosk::ScanFeed,
+        scans: leitsystem_runtime::kiosk::ScanFeed,
         data_dir: Option<&std::path::Path>,
     ) -> Self {
         self.api = Some(Arc::new(crate::api::ApiState::new(
@@ -421,7 +421,7 @@ enum DisplayMessage<'a> {
 }
 
 fn now_millis() -> i64 {
-    crate::clock::Clock::now(&crate::clock::SystemClock)
+    leitsystem_runtime::clock::Clock::now(&leitsystem_runtime::clock::SystemClock)
 }
 
 /// One display page: the state now, then every change, plus heartbeats; ends when the page
